@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import tiktoken
 
 from gptkit.errors import GptkitError
@@ -50,10 +51,11 @@ def bytes_to_unicode() -> dict[int, str]:
 
 _B2U = bytes_to_unicode()
 _U2B = {c: b for b, c in _B2U.items()}
+_B2U_TABLE = str.maketrans({chr(b): c for b, c in _B2U.items()})
 
 
 def _to_str(token: bytes) -> str:
-    return "".join(_B2U[b] for b in token)
+    return token.decode("latin-1").translate(_B2U_TABLE)  # latin-1: byte b -> chr(b)
 
 
 def _to_bytes(token: str, where: str) -> bytes:
@@ -103,6 +105,10 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Ids of `text`; "<|endoftext|>" inside it is plain text, never `eot_id`."""
         return self._enc.encode_ordinary(text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode` as a uint32 array, straight from tiktoken's buffer (no Python list)."""
+        return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
 
     def encode_batch(self, texts: list[str], num_threads: int | None = None) -> list[list[int]]:
         return self._enc.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count() or 1)
