@@ -1,0 +1,140 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptkit.checkpoint import load_model
+from gptkit.data import prepare
+from gptkit.errors import GptkitError
+from gptkit.train import TrainConfig, lr_at, read_metrics, train
+
+DOC_MODULES = ["argparse", "collections", "json", "pathlib", "textwrap", "itertools", "functools",
+               "heapq", "bisect", "string", "shlex", "csv", "difflib", "fractions", "statistics"]
+
+
+def write_docstring_corpus(directory: Path) -> Path:
+    """A small English corpus every Python has: docstrings of some standard-library modules."""
+    import importlib
+    import inspect
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in DOC_MODULES:
+        mod = importlib.import_module(name)
+        docs = [inspect.getdoc(obj) or "" for _, obj in sorted(vars(mod).items()) if not _.startswith("_")]
+        (directory / f"{name}.txt").write_text((inspect.getdoc(mod) or "") + "\n\n" + "\n\n".join(d for d in docs if d))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def byte_data(tmp_path_factory) -> Path:
+    corpus = write_docstring_corpus(tmp_path_factory.mktemp("corpus"))
+    out = tmp_path_factory.mktemp("data") / "bytes"
+    prepare([corpus], out, tokenizer="bytes", val_fraction=0.2, seed=0, progress=False, num_workers=1)
+    return out
+
+
+def small_cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), preset="tiny", block_size=32, batch_size=8, max_iters=20,
+                lr=3e-3, warmup_iters=2, eval_interval=10, eval_iters=4, log_interval=1, progress=False,
+                dropout=0.1, dtype="float32", seed=7)
+    return TrainConfig(**{**base, **kw})
+
+
+def train_losses(out: Path) -> list[float]:
+    return [r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def test_lr_schedule_warmup_cosine_floor():
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    lrs = [lr_at(i, cfg) for i in range(120)]
+    assert lrs[0] < lrs[5] < lrs[9] < 1.0  # linear warm-up
+    assert lrs[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:110], lrs[11:111]))  # cosine decay is monotone
+    assert lrs[60] == pytest.approx(0.55)  # halfway: (1 + 0.1) / 2
+    assert lrs[115] == pytest.approx(0.1)
+
+
+def test_run_writes_hf_model_metrics_plot_and_learns(byte_data, tmp_path):
+    res = train(small_cfg(byte_data, tmp_path / "run", max_iters=60, eval_interval=30, dropout=0.0))
+    run = tmp_path / "run"
+    for f in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "metrics.jsonl", "loss.png",
+              "train_config.json", "checkpoints/last/train_state.pt"):
+        assert (run / f).exists(), f
+    assert json.loads((run / "config.json").read_text())["model_type"] == "gpt2"
+    losses = train_losses(run)
+    assert losses[-1] < losses[0] - 1.0
+    assert res.step == 60 and res.val["bits_per_byte"] < 8.0  # beats the 8 bits of raw bytes
+    m = load_model(run)
+    assert m.tokenizer is not None and m.config.vocab_size == 257
+    assert len(list((run / "checkpoints").glob("step-*"))) == 1  # older checkpoints are pruned
+
+
+def test_resume_continues_the_same_loss_curve(byte_data, tmp_path):
+    train(small_cfg(byte_data, tmp_path / "full"))
+    # Stop at step 10 (same schedule: lr_decay_iters pinned), then resume to 20.
+    train(small_cfg(byte_data, tmp_path / "split", max_iters=10, lr_decay_iters=20))
+    train(small_cfg(byte_data, tmp_path / "split", resume=True))
+    full, split = train_losses(tmp_path / "full"), train_losses(tmp_path / "split")
+    assert len(full) == len(split) == 20
+    assert split == pytest.approx(full, abs=1e-5)
+    a, b = load_model(tmp_path / "full"), load_model(tmp_path / "split")
+    for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-5), n
+
+
+def test_sigkill_mid_training_resumes_from_last_checkpoint(byte_data, tmp_path):
+    args = ["--data", str(byte_data), "--preset", "tiny", "--block-size", "32", "--batch-size", "8",
+            "--max-iters", "400", "--lr", "3e-3", "--warmup-iters", "2", "--eval-interval", "20",
+            "--eval-iters", "2", "--log-interval", "1", "--dtype", "float32", "--samples", "0", "-q"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "gptkit", "train", "--out", str(run), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = run / "checkpoints" / "last"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (last.exists() and os.readlink(last) >= "step-00000040"):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), proc.stderr.read().decode()
+    killed_at = int(os.readlink(last).split("-")[1])
+    assert 0 < killed_at < 400
+    # The interrupted run resumes; an uninterrupted twin runs to the same step.
+    stop = killed_at + 20
+    for out, extra in ((run, ["--resume"]), (tmp_path / "ref", [])):
+        r = subprocess.run([sys.executable, "-m", "gptkit", "train", "--out", str(out), *args, *extra,
+                            "--max-iters", str(stop), "--lr-decay-iters", "400"], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    assert train_losses(run) == pytest.approx(train_losses(tmp_path / "ref"), abs=1e-5)
+    assert len(train_losses(run)) == stop
+
+
+def test_bad_configs_are_clear_errors(byte_data, tmp_path):
+    with pytest.raises(GptkitError, match="larger than the model's context"):
+        train(small_cfg(byte_data, tmp_path / "a", block_size=1000))
+    with pytest.raises(GptkitError, match="fewer than block_size"):
+        train(small_cfg(byte_data, tmp_path / "b", block_size=100_000, n_positions=200_000))
+    with pytest.raises(GptkitError, match="unknown preset"):
+        train(small_cfg(byte_data, tmp_path / "c", preset="nope"))
+    with pytest.raises(GptkitError, match="nothing to resume|no checkpoint"):
+        train(small_cfg(byte_data, tmp_path / "d", resume=True))
+    with pytest.raises(GptkitError, match="lr must be"):
+        train(small_cfg(byte_data, tmp_path / "e", lr=0))
+    train(small_cfg(byte_data, tmp_path / "f", max_iters=2, eval_interval=2))
+    with pytest.raises(GptkitError, match="already holds a run"):
+        train(small_cfg(byte_data, tmp_path / "f", max_iters=2))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_max_minutes_stops_and_saves(byte_data, tmp_path):
+    res = train(small_cfg(byte_data, tmp_path / "t", max_iters=10**6, max_minutes=0.05, eval_interval=10**6))
+    assert res.stopped_by == "max_minutes" and 0 < res.step < 10**6
+    assert (tmp_path / "t" / "model.safetensors").exists()
+    assert math.isfinite(res.val["loss"])
