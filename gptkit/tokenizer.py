@@ -161,7 +161,8 @@ class Tokenizer:
             raise GptkitError(f"{config_path}: expected a JSON object")
         ranks, merges = _read_vocab_merges(directory / "vocab.json", directory / "merges.txt")
         kind = config.get("gptkit_kind")
-        if kind not in KINDS:  # a foreign HF directory: tell GPT-2's own vocabulary apart by size
+        if kind not in KINDS:  # not written by gptkit: check that tiktoken will agree with HF
+            _check_canonical(ranks, merges, directory / "merges.txt")
             kind = "gpt2" if len(ranks) == 50256 else "bpe"
         return cls(kind, ranks, merges)
 
@@ -351,6 +352,22 @@ def _canonical_merges(ranks: dict[bytes, int]) -> tuple[list[bytes], list[tuple[
             kept.append(token)
             merges.append(last)
     return kept, merges
+
+
+def _check_canonical(ranks: dict[bytes, int], merges: list[tuple[bytes, bytes]], where: Path) -> None:
+    """Refuse merges.txt files on which tiktoken's rank merging and HF's merge list differ."""
+    kept, canonical = _canonical_merges(ranks)
+    if len(kept) != len(ranks):
+        token = next(t for t in ranks if t not in set(kept))
+        raise GptkitError(f"{where}: token {_to_str(token)!r} can never be built by merging; gptkit's encoder would not match Hugging Face's")
+    for line, (ours, theirs) in enumerate(zip(canonical, merges), 2):
+        if ours != theirs:
+            raise GptkitError(
+                f"{where}:{line}: merge {_to_str(theirs[0])} {_to_str(theirs[1])} is not the pair "
+                f"{_to_str(ours[0])} {_to_str(ours[1])} that rank merging uses; gptkit's encoder would not match Hugging Face's"
+            )
+    if len(canonical) != len(merges):
+        raise GptkitError(f"{where}: has {len(merges)} merges for {len(canonical)} merged tokens; gptkit's encoder would not match Hugging Face's")
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:

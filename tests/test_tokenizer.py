@@ -345,3 +345,28 @@ def test_save_leaves_no_temp_files(tmp_path, small_bpe):
     small_bpe.save(tmp_path)
     small_bpe.save(tmp_path)  # overwrite in place
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def _strip_kind(d):
+    config = json.loads((d / "tokenizer_config.json").read_text())
+    del config["gptkit_kind"]
+    (d / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+def test_foreign_directory_is_checked_for_hf_agreement(tmp_path, small_bpe):
+    small_bpe.save(tmp_path)
+    _strip_kind(tmp_path)  # as if written by another tool
+    assert Tokenizer.load(tmp_path).ranks == small_bpe.ranks
+    lines = (tmp_path / "merges.txt").read_text().split("\n")
+    lines.insert(2, lines[1])  # one token listed twice: HF and tiktoken could rank them apart
+    (tmp_path / "merges.txt").write_text("\n".join(lines))
+    with pytest.raises(GptkitError, match=r"merges.txt:3: merge .* is not the pair"):
+        Tokenizer.load(tmp_path)
+
+
+def test_foreign_unreachable_token_is_refused(tmp_path):
+    ranks = {bytes([b]): b for b in range(256)} | {b"bc": 256, b"ab": 257, b"cd": 258, b"abcd": 259}
+    Tokenizer("bpe", ranks, [(b"b", b"c"), (b"a", b"b"), (b"c", b"d"), (b"ab", b"cd")]).save(tmp_path)
+    _strip_kind(tmp_path)
+    with pytest.raises(GptkitError, match="'abcd' can never be built by merging"):
+        Tokenizer.load(tmp_path)
