@@ -44,9 +44,10 @@ BINARY_SUFFIXES = frozenset(
     ".ckpt .safetensors .onnx .pkl .pickle .db .sqlite .sqlite3 .mp3 .mp4 .wav .flac .ogg .avi .mov .mkv .webm "
     ".woff .woff2 .ttf .otf .eot .psd .parquet .arrow .feather .h5 .hdf5".split()
 )
-# Cutting a long document right after a newline that has a letter, digit or ASCII symbol on
-# both sides cannot change its tokens: GPT-2's regex never lets a piece cross such a "\n".
-_SAFE_CUT = re.compile(r"[\w!-~]\n(?=[\w!-~])")
+# Where a long document may be cut without changing its tokens, because GPT-2's regex never
+# lets a piece cross there: after a newline with a letter, digit or ASCII symbol on both
+# sides, or between an ASCII letter and " letter" (the space starts the next word's piece).
+_SAFE_CUT = re.compile(r"[\w!-~]\n(?=[\w!-~])|[A-Za-z](?= [A-Za-z])")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -136,7 +137,7 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
     """One plain-text file as one document, in pieces: (text, source, is_last, disk_bytes)."""
     policy = stats.policy
     decoder = codecs.getincrementaldecoder("utf-8")("gptkit-count" if policy == "replace" else "strict")
-    replaced_before, checked, buf, pos, offset = _replacements[0], False, "", 0, 0
+    replaced_before, checked, buf, pos, offset, searched = _replacements[0], False, "", 0, 0, 0
     with _open_bytes(path) as (f, raw):
         while True:
             block = f.read(BLOCK_BYTES)
@@ -154,7 +155,7 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
             if not block:
                 break
             if len(buf) >= PIECE_CHARS:
-                cut = _last_safe_cut(buf)
+                cut, searched = _last_safe_cut(buf, searched), len(buf)
                 if cut > 0:
                     if policy == "skip" and not checked:
                         if not _utf8_ok(path):
@@ -162,20 +163,17 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
                             return
                         checked = True
                     yield buf[:cut], str(path), False, raw.tell() - pos
-                    buf, pos = buf[cut:], raw.tell()
+                    buf, pos, searched = buf[cut:], raw.tell(), len(buf) - cut
         if _replacements[0] != replaced_before:
             stats.replaced_documents += 1
         yield buf, str(path), True, raw.tell() - pos
 
 
-def _last_safe_cut(text: str) -> int:
-    """Index just after the last newline safe to cut at, or -1."""
+def _last_safe_cut(text: str, searched: int) -> int:
+    """Index of the last safe cut in `text`, or -1; text[:searched] is known to have none."""
     cut = -1
-    for m in _SAFE_CUT.finditer(text, max(0, len(text) - PIECE_CHARS // 4)):
+    for m in _SAFE_CUT.finditer(text, max(0, searched - 2)):
         cut = m.end()
-    if cut < 0:  # rare: no safe newline near the end; look over the whole buffer
-        for m in _SAFE_CUT.finditer(text):
-            cut = m.end()
     return cut
 
 
@@ -708,10 +706,11 @@ def stdlib_corpus_files(max_bytes: int | None = None) -> list[Path]:
     """
     root = Path(sysconfig.get_paths()["stdlib"])
     skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
-    files = sorted(
-        (p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts) and not any(x.startswith(".") for x in p.relative_to(root).parts)),
-        key=lambda p: p.relative_to(root).parts,
-    )
+    files = []
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".")]  # prune: site-packages is huge
+        files += [Path(dirpath, n) for n in names if n.endswith(".py")]
+    files.sort(key=lambda p: p.relative_to(root).parts)
     if max_bytes is None:
         return files
     kept, total = [], 0

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import gptkit.data as data
 from gptkit.data import ReadStats, TokenShards, format_summary, iter_documents, prepare, stdlib_corpus_files, unigram_entropy
@@ -160,6 +161,23 @@ def test_long_documents_stream_in_pieces_with_identical_tokens(tmp_path, tiny_pi
     meta = run([tmp_path / "big.py"], tmp_path / "out", tokenizer=gpt2, val_fraction=0)
     assert split_tokens(tmp_path / "out", "train").tolist() == gpt2.encode(text) + [gpt2.eot_id]
     assert meta["splits"]["train"]["bytes"] == len(text.encode()) and meta["documents"] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab Z\n\r\t.,'s日é1_-\u00a0\u3000", max_size=200))
+def test_safe_cuts_never_change_tokens(text):
+    gpt2 = gpt2_tokenizer()
+    cuts = [0] + [m.end() for m in data._SAFE_CUT.finditer(text)] + [len(text)]
+    assert [i for a, b in zip(cuts, cuts[1:]) for i in gpt2.encode(text[a:b])] == gpt2.encode(text)
+
+
+def test_long_single_line_prose_streams_too(tmp_path, tiny_pieces):
+    text = "The cat sat on the mat, and the dog ran far away. " * 40
+    write(tmp_path / "prose.txt", text)
+    pieces = list(data._iter_pieces([(tmp_path / "prose.txt", False)], "text", ReadStats()))
+    assert len(pieces) > 3 and "".join(p[0] for p in pieces) == text
+    gpt2 = gpt2_tokenizer()
+    assert [i for p in pieces for i in gpt2.encode(p[0])] == gpt2.encode(text)
 
 
 def test_long_document_skip_policy_checks_before_streaming(tmp_path, tiny_pieces):
