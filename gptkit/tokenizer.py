@@ -108,7 +108,11 @@ class Tokenizer:
 
     def encode_array(self, text: str) -> np.ndarray:
         """`encode` as a uint32 array, straight from tiktoken's buffer (no Python list)."""
-        return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        try:
+            return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        except UnicodeEncodeError:  # lone surrogates: become U+FFFD, as `encode` does
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
 
     def encode_batch(self, texts: list[str], num_threads: int | None = None) -> list[list[int]]:
         return self._enc.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count() or 1)
@@ -118,7 +122,7 @@ class Tokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        ids = list(ids)
+        ids = [int(i) for i in ids]  # also accepts tensors and numpy arrays
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise GptkitError(f"token id {bad[0]} is outside the {self.kind} tokenizer's vocabulary (size {self.vocab_size})")

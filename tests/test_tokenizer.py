@@ -109,6 +109,18 @@ def test_decode_partial_utf8_is_replaced(gpt2):
     assert gpt2.decode_bytes(ids) == "😀".encode()
 
 
+def test_decode_accepts_tensors_and_arrays(gpt2):
+    import numpy as np
+    import torch
+
+    ids = gpt2.encode(SAMPLE_TEXT)
+    assert gpt2.decode(torch.tensor(ids)) == gpt2.decode(np.array(ids)) == SAMPLE_TEXT
+
+
+def test_lone_surrogates_do_not_crash(gpt2):
+    assert gpt2.encode_array("a\ud800b").tolist() == gpt2.encode("a\ud800b") == gpt2.encode("a\ufffdb")
+
+
 def test_decode_rejects_ids_outside_vocab(gpt2):
     with pytest.raises(GptkitError, match="50300 is outside"):
         gpt2.decode([1, 50300])
