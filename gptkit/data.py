@@ -369,14 +369,7 @@ def _encoder_map(tokenizer: Tokenizer, dtype: np.dtype, num_workers: int) -> Ite
         return
     # fork shares the tokenizer for free; elsewhere it is pickled to each worker.
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    # The workers never use HF tokenizers: saying so silences its "process just got forked" warning.
-    saved = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = saved or "false"
-    try:
-        pool = ctx.Pool(num_workers, initializer=_init_worker, initargs=(tokenizer, dtype))
-    finally:
-        if saved is None:
-            del os.environ["TOKENIZERS_PARALLELISM"]
+    pool = ctx.Pool(num_workers, initializer=_init_worker, initargs=(tokenizer, dtype))
     try:
         # Pool's task feeder blocks on the pipe, so only a few batches are ever in flight.
         yield lambda batches: pool.imap(_encode_pieces, batches, chunksize=1)
