@@ -487,3 +487,10 @@ def test_stdlib_corpus_files():
     capped = stdlib_corpus_files(max_bytes=200_000)
     assert capped == files[: len(capped)] and sum(f.stat().st_size for f in capped) <= 200_000
     assert len(stdlib_corpus_files(max_bytes=1)) == 1
+
+
+def test_progress_goes_to_stderr(tmp_path, capsys):
+    src, _ = docs_corpus(tmp_path, 3)
+    run([src], tmp_path / "out", progress=True)
+    captured = capsys.readouterr()
+    assert "tokenize" in captured.err and captured.out == ""
