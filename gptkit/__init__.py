@@ -13,7 +13,11 @@ __all__ = ["GPT", "GPTConfig", "GptkitError", "PRESETS", "preset_config", "load_
 
 
 def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str = "cpu") -> GPT:
-    """A GPT from a run directory, a Hugging Face GPT-2 directory or a Hub id (e.g. "gpt2")."""
+    """A GPT from a run directory, a Hugging Face GPT-2 directory or a Hub id (e.g. "gpt2").
+
+    dtype: None or "float32" (default), "bfloat16", "float16", a torch dtype, or "auto" (as
+    stored). The tokenizer saved beside the weights, if any, is `model.tokenizer`.
+    """
     from .checkpoint import load_model as _load
     return _load(name_or_path, dtype=dtype, device=device)
 
