@@ -116,7 +116,7 @@ def gpt2_vocab_model_dir(tmp_path_factory) -> Path:
     """config.json + model.safetensors of a tiny model with GPT-2's 50257-token vocabulary."""
     d = tmp_path_factory.mktemp("gpt2vocab")
     torch.manual_seed(0)
-    save_model(GPT(GPTConfig(vocab_size=50257, n_positions=16, n_embd=8, n_layer=1, n_head=2,
+    save_model(GPT(GPTConfig(vocab_size=50257, n_positions=64, n_embd=8, n_layer=1, n_head=2,
                              eos_token_id=50256, bos_token_id=50256)), d)
     return d
 
@@ -525,3 +525,25 @@ def test_peak_memory_of_loading_124m_is_within_1_5x(gpt2_124m_dir, tmp_path):
     # "cold" counts every byte the process gained, libtorch code pages included
     assert r["cold"] <= 1.5 * fp32, r
     assert r["warm"] <= 1.15 * fp32, r  # one copy of the weights, nothing else of size
+
+
+# ---------------------------------------------------------------------------- the README example
+
+def test_readme_five_distinct_continuations(gpt2_vocab_model_dir, gpt2_files, tmp_path, capsys):
+    """The README's gptkit version of transformers' refused `generate(..., num_return_sequences=5)`,
+    with a local directory standing in for the Hub id "gpt2"."""
+    from gptkit.cli import main
+    from gptkit.generate import generate_text
+    d = put_gpt2_tokenizer(Path(shutil.copytree(gpt2_vocab_model_dir, tmp_path / "m")), gpt2_files)
+    prompt = "summarize: The quick brown fox jumps over the lazy dog."
+    model = gptkit.load_model(d)
+    outs = generate_text(model, model.tokenizer, prompt, do_sample=True, num_return_sequences=5,
+                         max_new_tokens=8, seed=0)
+    assert len(outs) == 5 and len({o["text"] for o in outs}) == 5
+    ids = torch.tensor([model.tokenizer.encode(prompt)])
+    seqs = model.generate(ids, do_sample=True, num_return_sequences=5, max_new_tokens=8, seed=0)
+    assert seqs.shape[0] == 5 and len({tuple(s) for s in seqs[:, ids.size(1):].tolist()}) == 5
+    assert main(["generate", "--model", str(d), prompt, "-n", "5", "--max-new-tokens", "8", "--seed", "0",
+                 "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(lines) == 5 and len({r["text"] for r in lines}) == 5
