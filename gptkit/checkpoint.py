@@ -441,7 +441,8 @@ def load_state_into(model: GPT, sd: dict[str, torch.Tensor], source: str, assign
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
     if missing:
-        raise GptkitError(f"{source}: missing tensor {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise GptkitError(f"{source}: missing tensor {missing[0]}{more}")
     if unexpected:
         raise GptkitError(f"{source}: unexpected tensor {unexpected[0]} (not a GPT-2 model of this config?)")
     for k, v in sd.items():
@@ -680,7 +681,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
                               "model.safetensors)")
         return path
     name = os.fspath(name_or_path)
-    if not HUB_ID.match(name) or name.startswith(".") or ".." in name or name.endswith((".json", ".safetensors", ".bin")):
+    looks_like_a_file = name.endswith((".json", ".safetensors", ".bin"))
+    if not HUB_ID.match(name) or name.startswith(".") or ".." in name or looks_like_a_file:
         raise GptkitError(f"{path}: no such model directory")
     return _download(name)
 

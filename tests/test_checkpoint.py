@@ -547,3 +547,63 @@ def test_readme_five_distinct_continuations(gpt2_vocab_model_dir, gpt2_files, tm
                  "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(lines) == 5 and len({r["text"] for r in lines}) == 5
+
+
+# ---------------------------------------------------------------------------- the Hub (download logic, faked)
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """huggingface_hub.snapshot_download replaced by a copy from a local 'repo' honouring
+    allow_patterns, recording each call; online mode."""
+    import fnmatch
+    import huggingface_hub
+    repos: dict[str, Path] = {}
+    calls: list[tuple[str, list[str], bool]] = []
+
+    def snapshot_download(repo_id, allow_patterns=None, local_files_only=False, **kw):
+        calls.append((repo_id, list(allow_patterns or []), local_files_only))
+        if repo_id not in repos:
+            from huggingface_hub.errors import RepositoryNotFoundError
+            raise RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # its __init__ wants an HTTP response
+        out = tmp_path / "snapshots" / repo_id.replace("/", "--")
+        out.mkdir(parents=True, exist_ok=True)
+        for f in repos[repo_id].iterdir():
+            if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns or ["*"]):
+                shutil.copy(f, out / f.name)
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.chdir(tmp_path)
+    return repos, calls
+
+
+def test_hub_download_prefers_safetensors_and_falls_back_to_bin(fake_hub, tmp_path):
+    repos, calls = fake_hub
+    hf = hf_tiny(seed=7)
+    both = tmp_path / "repo-both"
+    hf.save_pretrained(both)
+    torch.save(hf.state_dict(), both / "pytorch_model.bin")
+    (both / "tf_model.h5").write_bytes(b"never downloaded")
+    repos["org/both"] = both
+    m = load_model("org/both")
+    assert len(calls) == 1 and not calls[0][2]
+    assert sorted(p.name for p in Path(m.source).iterdir()) == ["config.json", "generation_config.json",
+                                                                "model.safetensors"]
+    only_bin = tmp_path / "repo-bin"
+    only_bin.mkdir()
+    hf.config.save_pretrained(only_bin)
+    torch.save(hf.state_dict(), only_bin / "pytorch_model.bin")
+    repos["gpt2-bin"] = only_bin
+    calls.clear()
+    m = load_model("gpt2-bin")
+    assert len(calls) == 2 and "pytorch_model.bin" in calls[1][1]
+    x = torch.randint(0, 96, (1, 8), generator=torch.Generator().manual_seed(0))
+    assert logits_delta(m, hf, x) <= 1e-4
+
+
+def test_hub_id_that_does_not_exist(fake_hub):
+    msg = _err("nobody/no-such-model")
+    assert "'nobody/no-such-model'" in msg and "no accessible model" in msg
