@@ -650,9 +650,11 @@ def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) 
                           "cannot express that")
     if any(p.is_meta for p in model.parameters()):
         raise GptkitError("the model has parameters on the meta device (not loaded); nothing to save")
+    sd = to_hf_state_dict(model)
+    _check_exportable(model.config, sd)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.cpu() for k, v in to_hf_state_dict(model).items()}
+    sd = {k: v.cpu() for k, v in sd.items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(sd, str(tmp), metadata={"format": "pt"})
     del sd
@@ -660,6 +662,23 @@ def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) 
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
+
+
+def _check_exportable(config: GPTConfig, sd: dict[str, torch.Tensor]) -> None:
+    """Exactly GPT-2's tensors, floating point, of GPT-2's shapes: anything else (a quantized or
+    adapted model, an extra module) is refused by name rather than written half-right."""
+    with torch.device("meta"):
+        reference = to_hf_state_dict(GPT(config))
+    extra = sorted(set(sd) - set(reference))
+    missing = sorted(set(reference) - set(sd))
+    if extra or missing:
+        what = f"tensor {extra[0]} has" if extra else f"tensor {missing[0]} is missing, which has"
+        raise GptkitError(f"cannot save in the Hugging Face GPT-2 layout: {what} no GPT-2 equivalent "
+                          "(a quantized or modified model?)")
+    for k, t in sd.items():
+        if not t.is_floating_point() or t.shape != reference[k].shape:
+            raise GptkitError(f"cannot save in the Hugging Face GPT-2 layout: tensor {k} is {t.dtype} "
+                              f"{tuple(t.shape)}, GPT-2 needs a float tensor of {tuple(reference[k].shape)}")
 
 
 # ---------------------------------------------------------------------------- the Hub

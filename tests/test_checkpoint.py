@@ -247,6 +247,10 @@ def test_export_refuses_what_gpt2_cannot_express(tmp_path):
         save_model(GPT(GPTConfig(vocab_size=50, n_positions=8, n_embd=8, n_layer=1, n_head=2, bias=False)),
                    tmp_path / "nobias")
     assert not (tmp_path / "nobias" / "model.safetensors").exists()
+    m = GPT(GPTConfig(vocab_size=50, n_positions=8, n_embd=8, n_layer=1, n_head=2))
+    m.transformer.h[0].mlp.register_buffer("scale", torch.ones(8))  # e.g. a quantization scale
+    with pytest.raises(GptkitError, match="tensor transformer.h.0.mlp.scale has no GPT-2 equivalent"):
+        save_model(m, tmp_path / "extra")
 
 
 def test_saved_files_are_readable_by_others(tmp_path):
