@@ -5,13 +5,15 @@
 Without --model it writes a random-weight GPT-2 (124M) checkpoint with transformers into a
 temporary directory (or --keep DIR) first. Each measurement runs in a fresh subprocess:
 
-  cold   peak RSS gained from just before the load (torch and the loader already imported);
-         includes libtorch code pages that the load touches for the first time.
+  cold   peak RSS gained over the RSS before any load (torch and the loader imported);
+         includes libtorch code pages that loading touches for the first time.
   warm   peak RSS gained after a warm-up load of a tiny model: the weights' own cost.
   +fwd   peak RSS gained by the end of one forward pass on one token, which makes every
          weight resident (a memory-mapped, lazily-read load looks free until it is used).
 
-All figures are ratios to the checkpoint's fp32 size; the issue's bound is 1.5x.
+All figures are ratios to the checkpoint's fp32 size; the issue's bound is 1.5x. Peak RSS is
+VmHWM from /proc/self/status, reset through /proc/self/clear_refs; not ru_maxrss, which a child
+inherits from its parent across fork+exec (a child of a process holding a model would report ~0).
 """
 from __future__ import annotations
 
@@ -28,10 +30,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
     import torch
     which, path, tiny, dtype = sys.argv[1:5]
-    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+    # Peak RSS from /proc, not ru_maxrss: ru_maxrss survives fork+exec, so a child of a big
+    # process starts with its parent's peak and would report (nearly) nothing.
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+
+    def mark():  # reset the peak to the current RSS (Linux >= 4.0), return the baseline
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return status("VmRSS")
+        except OSError:
+            return status("VmHWM")
+
     if which == "gptkit":
         from gptkit.checkpoint import load_model
         load = lambda p: load_model(p, dtype=dtype)
@@ -42,18 +59,19 @@ CHILD = textwrap.dedent("""
         logging.disable_progress_bar()
         load = lambda p: GPT2LMHeadModel.from_pretrained(p, dtype=getattr(torch, dtype)).eval()
         forward = lambda m, x: m(x).logits
-    cold = peak()
+    cold = status("VmRSS")  # the peak is still this process's own from exec on: no reset needed
+    mark()
     if tiny != "-":
         load(tiny)
-    warm = peak()
+    warm = mark()
     t = time.perf_counter()
     m = load(path)
     seconds = time.perf_counter() - t
-    after_load = peak()
+    after_load = status("VmHWM")
     with torch.no_grad():
         forward(m, torch.zeros(1, 1, dtype=torch.long))
-    print(json.dumps({"cold": after_load - cold, "warm": after_load - warm, "fwd": peak() - warm,
-                      "seconds": seconds}))
+    print(json.dumps({"cold": after_load - cold, "warm": after_load - warm,
+                      "fwd": status("VmHWM") - warm, "seconds": seconds}))
 """)
 
 
@@ -84,7 +102,7 @@ def run(which: str, model: Path, tiny: Path | str, dtype: str) -> dict:
 
 def main() -> None:
     if not sys.platform.startswith("linux"):
-        raise SystemExit("ru_maxrss is in KiB on Linux only; run this on Linux")
+        raise SystemExit("this reads peak RSS from /proc/self/status: run it on Linux")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="a GPT-2 directory to load (default: write a 124M one)")
     p.add_argument("--keep", default=None, help="write the generated checkpoint here and keep it")
