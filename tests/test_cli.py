@@ -1,0 +1,104 @@
+"""End to end through the CLI: prepare -> train -> eval -> generate, and its bad-input contract."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gptkit.cli import main
+from gptkit.data import unigram_entropy
+
+from test_train import write_docstring_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_docstring_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+TRAIN = ["--preset", "tiny", "--block-size", "64", "--batch-size", "16", "--lr", "1e-2", "--warmup-iters", "10",
+         "--eval-iters", "8", "--samples", "0", "-q"]
+
+
+@pytest.mark.parametrize("tokenizer,extra,iters", [("bytes", [], 250), ("bpe", ["--vocab-size", "512"], 250),
+                                                   ("gpt2", [], 300)])
+def test_prepare_train_eval_generate(tmp_path, capsys, corpus, tokenizer, extra, iters):
+    data, run_dir = tmp_path / "data", tmp_path / "run"
+    code, out, err = run(capsys, "prepare", str(corpus), "--tokenizer", tokenizer, *extra, "--out", str(data),
+                         "--val-fraction", "0.15", "--workers", "1", "-q")
+    assert code == 0, err
+    assert "tokens" in out and "MB/s" in out
+    code, out, err = run(capsys, "train", "--data", str(data), "--out", str(run_dir), "--max-iters", str(iters),
+                         "--eval-interval", str(iters), *TRAIN)
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", "--model", str(run_dir), "--data", str(data), "--json")
+    assert code == 0, err
+    metrics = json.loads(out)
+    h1 = unigram_entropy(data)
+    # A context-free model cannot beat the unigram entropy; a trained GPT must, by a margin.
+    assert metrics["loss"] < h1 - 0.4, (metrics, h1)
+    assert metrics["bits_per_byte"] > 0 and metrics["perplexity"] > 1
+    code, out, err = run(capsys, "generate", "--model", str(run_dir), "The", "--max-new-tokens", "20",
+                         "--seed", "1", "-n", "2", "--json")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 2 and all(r["token_ids"] and isinstance(r["text"], str) for r in rows)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["prepare", "/no/such/file.txt", "--out", "OUT"], "/no/such/file.txt"),
+    (["train", "--data", "/no/such/dir", "--out", "OUT"], "/no/such/dir"),
+    (["train", "--data", "DATA", "--out", "OUT", "--preset", "gpt5"], "unknown preset"),
+    (["train", "--data", "DATA", "--out", "OUT", "--block-size", "4096"], "larger than the model's context"),
+    (["train", "--data", "DATA", "--out", "OUT", "--max-iters", "0"], "max_iters must be >= 1"),
+    (["train", "--data", "DATA", "--out", "OUT", "--config", "/no/cfg.json"], "config file not found"),
+    (["eval", "--model", "/no/model", "--data", "DATA"], "/no/model"),
+    (["generate", "--model", "MODEL_TRUNC", "hi"], "model.safetensors"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, corpus, argv, needle):
+    data = tmp_path / "data"
+    main(["prepare", str(corpus / "json.txt"), "--tokenizer", "bytes", "--out", str(data), "--workers", "1", "-q"])
+    trunc = tmp_path / "model"
+    main(["train", "--data", str(data), "--out", str(trunc), "--preset", "tiny", "--block-size", "16",
+          "--max-iters", "2", "--eval-interval", "2", "--samples", "0", "-q"])
+    weights = trunc / "model.safetensors"
+    blob = weights.read_bytes()
+    weights.unlink()  # a hard link into checkpoints/: replace it rather than truncating both
+    weights.write_bytes(blob[: len(blob) // 2])
+    subst = {"OUT": str(tmp_path / "out"), "DATA": str(data), "MODEL_TRUNC": str(trunc)}
+    argv = [subst.get(a, a) for a in argv]
+    r = subprocess.run([sys.executable, "-m", "gptkit", *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gptkit: error:") and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gptkit", "--debug", "eval", "--model", "/no/model", "--data", "x"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_config_file_with_flag_override(tmp_path, capsys, corpus):
+    data = tmp_path / "data"
+    main(["prepare", str(corpus), "--tokenizer", "bytes", "--out", str(data), "--workers", "1", "-q"])
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"preset": "tiny", "block_size": 32, "max_iters": 5, "eval_interval": 5,
+                               "batch_size": 4}))
+    code, out, err = run(capsys, "train", "--data", str(data), "--out", str(tmp_path / "r"), "--config", str(cfg),
+                         "--max-iters", "3", "--eval-interval", "3", "--samples", "0", "-q")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "r" / "train_config.json").read_text())
+    assert saved["max_iters"] == 3 and saved["block_size"] == 32 and saved["preset"] == "tiny"
+    cfg.write_text(json.dumps({"learning_rate": 1}))
+    code, out, err = run(capsys, "train", "--data", str(data), "--out", str(tmp_path / "r2"), "--config", str(cfg))
+    assert code == 2 and "unknown training option(s) learning_rate" in err
