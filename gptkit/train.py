@@ -33,7 +33,7 @@ from .tokenizer import Tokenizer
 class TrainConfig:
     data: str | None = None  # a prepared data directory; None = the embedded stdlib corpus
     out: str = "runs/stdlib"
-    preset: str = "small"
+    preset: str = "mini"
     init_from: str | None = None  # a model directory or Hub id to continue training from
     # model overrides (None = the preset's value)
     n_layer: int | None = None
@@ -46,11 +46,11 @@ class TrainConfig:
     # optimisation
     batch_size: int = 16  # micro-batch per rank
     grad_accum: int = 1
-    max_iters: int = 1000
+    max_iters: int = 600
     max_minutes: float | None = None
-    lr: float = 1e-3
+    lr: float = 2e-3
     min_lr: float | None = None  # None = lr / 10
-    warmup_iters: int = 50
+    warmup_iters: int = 30
     lr_decay_iters: int | None = None  # None = max_iters
     weight_decay: float = 0.1
     beta1: float = 0.9
