@@ -12,14 +12,17 @@ __all__ = ["GPT", "GPTConfig", "GptkitError", "PRESETS", "preset_config", "load_
            "load_tokenizer", "TrainConfig", "__version__"]
 
 
-def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str = "cpu") -> GPT:
+def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str = "cpu",
+               quantize: str | None = None) -> GPT:
     """A GPT from a run directory, a Hugging Face GPT-2 directory or a Hub id (e.g. "gpt2").
 
     dtype: None or "float32" (default), "bfloat16", "float16", a torch dtype, or "auto" (as
-    stored). The tokenizer saved beside the weights, if any, is `model.tokenizer`.
+    stored). quantize: None, or "int8" (weight-only, per output channel: an inference model; see
+    gptkit.quantize). The tokenizer saved beside the weights, if any, is `model.tokenizer`.
     """
     from .checkpoint import load_model as _load
-    return _load(name_or_path, dtype=dtype, device=device)
+    from .quantize import quantize as _quantize
+    return _quantize(_load(name_or_path, dtype=dtype, device=device), quantize)
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
