@@ -25,7 +25,7 @@ from . import checkpoint as ckpt
 from .data import TokenShards
 from .device import autocast, autocast_dtype
 from .errors import GptkitError
-from .model import GPT, GPTConfig, preset_config
+from .model import GPT, PRESETS, GPTConfig, preset_config
 from .tokenizer import Tokenizer
 
 
@@ -83,6 +83,8 @@ class TrainConfig:
             (self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be > 0, got {self.max_minutes}"),
             (self.dtype in ("auto", "bfloat16", "float16", "float32"), f"unknown dtype {self.dtype!r}"),
             (self.strategy in ("auto", "single", "ddp", "fsdp"), f"unknown strategy {self.strategy!r}"),
+            (self.init_from is not None or self.preset in PRESETS,
+             f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -189,19 +191,26 @@ def evaluate(model: GPT, shards: TokenShards, block_size: int, batch_size: int,
 
 # ---------------------------------------------------------------------------- the run
 
-def build_model(cfg: TrainConfig, vocab_size: int, eot_id: int) -> GPT:
-    if cfg.init_from:
-        model = ckpt.load_model(cfg.init_from)
-        if model.config.vocab_size != vocab_size:
-            raise GptkitError(f"--init-from {cfg.init_from} has a vocabulary of {model.config.vocab_size} "
-                              f"tokens but the data was prepared with {vocab_size}; prepare the data "
-                              "with that model's tokenizer")
-        return model.train()
+def model_config(cfg: TrainConfig, vocab_size: int, eot_id: int) -> GPTConfig:
     overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "n_positions")
                  if getattr(cfg, k) is not None}
-    config = preset_config(cfg.preset, vocab_size=vocab_size, dropout=cfg.dropout, bias=cfg.bias,
-                           eos_token_id=eot_id, bos_token_id=eot_id, **overrides)
-    return GPT(config)
+    return preset_config(cfg.preset, vocab_size=vocab_size, dropout=cfg.dropout, bias=cfg.bias,
+                         eos_token_id=eot_id, bos_token_id=eot_id, **overrides)
+
+
+def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
+    """A fresh GPT of the configured shape, or the --init-from model (same tokenizer required)."""
+    if not cfg.init_from:
+        return GPT(model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id))
+    model = ckpt.load_model(cfg.init_from)
+    theirs = getattr(model, "tokenizer", None)
+    if model.config.vocab_size != tokenizer.vocab_size or (theirs is not None and theirs.ranks != tokenizer.ranks):
+        raise GptkitError(f"--init-from {cfg.init_from} uses a different tokenizer than the data "
+                          f"({model.config.vocab_size} vs {tokenizer.vocab_size} tokens); prepare the data "
+                          "with that model's tokenizer (e.g. --tokenizer gpt2)")
+    if cfg.dropout:
+        model.config.dropout = cfg.dropout
+    return model.train()
 
 
 class RunFiles:
@@ -323,15 +332,20 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     if cfg.data is None:
         raise GptkitError("no --data given (the CLI prepares the embedded corpus; the API needs a data dir)")
     data_dir = Path(cfg.data)
-    train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
     tokenizer = Tokenizer.load(data_dir)
+    if not cfg.init_from:  # check the shape before touching the data: cheap errors first
+        n_ctx = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id).n_positions
+        if cfg.block_size > n_ctx:
+            raise GptkitError(f"block_size {cfg.block_size} is larger than the model's context "
+                              f"(n_positions = {n_ctx}); lower --block-size or raise --n-positions")
+    train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
     for split in (train_data, val_data):
         if split.num_tokens < cfg.block_size + 1:
             raise GptkitError(f"split '{split.split}' of {data_dir} has {split.num_tokens} tokens, fewer than "
                               f"block_size+1 = {cfg.block_size + 1}; use a smaller --block-size or more data")
     files = RunFiles(cfg.out)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, tokenizer.vocab_size, tokenizer.eot_id)
+    model = build_model(cfg, tokenizer)
     if cfg.block_size > model.config.n_positions:
         raise GptkitError(f"block_size {cfg.block_size} is larger than the model's context "
                           f"(n_positions = {model.config.n_positions})")

@@ -16,18 +16,24 @@ from gptkit.errors import GptkitError
 from gptkit.train import TrainConfig, lr_at, read_metrics, train
 
 DOC_MODULES = ["argparse", "collections", "json", "pathlib", "textwrap", "itertools", "functools",
-               "heapq", "bisect", "string", "shlex", "csv", "difflib", "fractions", "statistics"]
+               "heapq", "bisect", "string", "shlex", "csv", "difflib", "fractions", "statistics",
+               "os", "subprocess", "threading", "logging", "inspect", "typing", "datetime", "decimal"]
 
 
 def write_docstring_corpus(directory: Path) -> Path:
-    """A small English corpus every Python has: docstrings of some standard-library modules."""
+    """A small English corpus every Python has: the docstrings of some standard-library modules,
+    one JSON-lines document per docstring (so a random validation split is in-distribution)."""
     import importlib
     import inspect
     directory.mkdir(parents=True, exist_ok=True)
-    for name in DOC_MODULES:
-        mod = importlib.import_module(name)
-        docs = [inspect.getdoc(obj) or "" for _, obj in sorted(vars(mod).items()) if not _.startswith("_")]
-        (directory / f"{name}.txt").write_text((inspect.getdoc(mod) or "") + "\n\n" + "\n\n".join(d for d in docs if d))
+    with open(directory / "docstrings.jsonl", "w") as f:
+        for name in DOC_MODULES:
+            mod = importlib.import_module(name)
+            objs = [mod] + [obj for key, obj in sorted(vars(mod).items()) if not key.startswith("_")]
+            for obj in objs:
+                doc = inspect.getdoc(obj) if getattr(obj, "__module__", name) == name or obj is mod else None
+                if doc and len(doc) > 40:
+                    f.write(json.dumps({"text": doc}) + "\n")
     return directory
 
 
