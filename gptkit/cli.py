@@ -182,7 +182,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = load_model(args.model, dtype=_generate_dtype(args.dtype, device), device=device, quantize=quantize)
     tok = model.tokenizer
     if tok is None:
-        raise GptkitError(f"{args.model}: no tokenizer files (vocab.json + merges.txt) beside the model")
+        raise GptkitError(getattr(model, "tokenizer_error", None)
+                          or f"{args.model}: no tokenizer files (vocab.json + merges.txt) beside the model")
     prompts = args.prompt or [""]  # no prompt: start from end-of-text
     do_sample = args.do_sample if args.do_sample is not None else args.num_beams == 1
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
