@@ -358,7 +358,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                     g = torch.softmax(logits, dim=-1)
                     total -= (g.gather(1, tgt).squeeze(1).float().clamp_min(1e-38).log() * v).sum()
                 # d(mean loss)/d(logits) = (softmax - onehot) / n_valid, zero for ignored rows
-                g.scatter_add_(1, tgt, torch.full(tgt.shape, -1.0, dtype=g.dtype, device=g.device))
+                rows = torch.arange(e - s, device=g.device)
+                g[rows, tgt[:, 0]] -= 1  # indexing, not scatter_add_: that converts the whole bf16 chunk
                 g = g.mul_((v.float() / n_valid)[:, None].to(g.dtype)).to(compute)
                 grad_h[s:e] = g @ wc
                 grad_w.add_(g.t() @ hc[s:e])

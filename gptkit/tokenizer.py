@@ -384,5 +384,8 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     if name == "bpe":
         raise GptkitError("tokenizer 'bpe' must be trained on a corpus first: use `gptkit prepare --tokenizer bpe`")
     if Path(name).is_dir():
+        if not (Path(name) / "vocab.json").is_file() and (Path(name) / "tokenizer.json").is_file():
+            from .checkpoint import load_hf_tokenizer  # a Hugging Face fast-tokenizer directory
+            return load_hf_tokenizer(name)
         return Tokenizer.load(name)
     raise GptkitError(f"unknown tokenizer {name!r}: use gpt2, bytes, bpe (with prepare) or a directory with vocab.json and merges.txt")
