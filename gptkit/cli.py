@@ -45,15 +45,37 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def stdlib_data_dir(progress: bool = True) -> Path:
     """Prepare (once, then reuse) the Python standard library corpus in the cache directory."""
-    from .data import format_summary, prepare, stdlib_corpus_files
+    from .data import stdlib_corpus_files
     out = _cache_dir() / f"data/stdlib-{STDLIB_TOKENIZER}{STDLIB_VOCAB}"
+    return _prepare_once(lambda: stdlib_corpus_files(max_bytes=STDLIB_MAX_BYTES), out,
+                         STDLIB_TOKENIZER, STDLIB_VOCAB, progress, "the embedded corpus, Python's standard library")
+
+
+def corpus_data_dir(corpus: Path, tokenizer: str, vocab_size: int | None, progress: bool = True) -> Path:
+    """`train --data` given raw text (a file or a directory of them): prepare it once into the cache."""
+    import hashlib
+    src = corpus.resolve()
+    key = hashlib.blake2b(f"{src}|{tokenizer}|{vocab_size}".encode(), digest_size=6).hexdigest()
+    out = _cache_dir() / f"data/{src.name}-{Path(tokenizer).name}-{key}"
+    return _prepare_once(lambda: [src], out, tokenizer, vocab_size, progress, str(src))
+
+
+def _prepare_once(sources: Any, out: Path, tokenizer: str, vocab_size: int | None, progress: bool,
+                  what: str) -> Path:
+    """Rank 0 prepares (unless already done); other torchrun ranks wait for its meta.json."""
+    from .data import format_summary, prepare
     if (out / "meta.json").is_file():
         return out
-    files = stdlib_corpus_files(max_bytes=STDLIB_MAX_BYTES)
-    print(f"No --data given: preparing the embedded corpus, {len(files)} files of Python's standard "
-          f"library, into {out}", file=sys.stderr)
+    if os.environ.get("RANK", "0") != "0":
+        deadline = time.time() + 3600
+        while not (out / "meta.json").is_file():
+            if time.time() > deadline:
+                raise GptkitError(f"timed out waiting for rank 0 to prepare {out}")
+            time.sleep(1)
+        return out
+    print(f"Preparing {what} with the {tokenizer} tokenizer into {out}", file=sys.stderr)
     t0 = time.time()
-    meta = prepare(files, out, tokenizer=STDLIB_TOKENIZER, vocab_size=STDLIB_VOCAB, progress=progress)
+    meta = prepare(sources(), out, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
     print(format_summary(meta, time.time() - t0), file=sys.stderr)
     return out
 
@@ -108,6 +130,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     embedded = cfg.data is None
     if embedded:
         cfg.data = str(stdlib_data_dir(progress=cfg.progress))
+    elif Path(cfg.data).exists() and not (Path(cfg.data) / "meta.json").is_file():
+        vocab = args.vocab_size or (STDLIB_VOCAB if args.tokenizer == "bpe" else None)
+        cfg.data = str(corpus_data_dir(Path(cfg.data), args.tokenizer, vocab, progress=cfg.progress))
     result = train(cfg)
     if os.environ.get("RANK", "0") != "0":
         return 0
@@ -248,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_prepare)
 
     tr = sub.add_parser("train", help="train a GPT (no --data: the Python standard library corpus)")
-    tr.add_argument("--data", default=None, help="a directory written by `gptkit prepare`")
+    tr.add_argument("--data", default=None, help="a directory written by `gptkit prepare`, or raw text "
+                    "(a file or directory of .txt/.md/.py/.jsonl), prepared once into the cache")
+    tr.add_argument("--tokenizer", default=STDLIB_TOKENIZER, help="for raw --data: gpt2, bytes, bpe (default)")
+    tr.add_argument("--vocab-size", type=int, default=None, help=f"for raw --data with bpe (default {STDLIB_VOCAB})")
     tr.add_argument("--config", default=None, help="a JSON or TOML file of training options; flags override it")
     _train_flags(tr)
     tr.add_argument("--samples", type=int, default=3, help="samples to print after training (0: none)")

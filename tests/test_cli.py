@@ -104,3 +104,16 @@ def test_config_file_with_flag_override(tmp_path, capsys, corpus):
     cfg.write_text(json.dumps({"learning_rate": 1}))
     code, out, err = run(capsys, "train", "--data", str(data), "--out", str(tmp_path / "r2"), "--config", str(cfg))
     assert code == 2 and "unknown training option(s) learning_rate" in err
+
+
+def test_train_on_raw_text_prepares_it_once(tmp_path, capsys, corpus, monkeypatch):
+    monkeypatch.setenv("GPTKIT_CACHE", str(tmp_path / "cache"))
+    argv = ["train", "--data", str(corpus), "--tokenizer", "bytes", "--preset", "tiny", "--block-size", "32",
+            "--max-iters", "3", "--eval-interval", "3", "--samples", "1", "-q"]
+    code, out, err = run(capsys, *argv, "--out", str(tmp_path / "r1"))
+    assert code == 0, err
+    assert "Preparing" in err and "sample" in out
+    prepared = list((tmp_path / "cache" / "data").iterdir())
+    assert len(prepared) == 1 and (prepared[0] / "meta.json").is_file()
+    code, out, err = run(capsys, *argv, "--out", str(tmp_path / "r2"))
+    assert code == 0 and "Preparing" not in err  # reused, not prepared again
