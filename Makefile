@@ -8,7 +8,7 @@ install:
 	$(PY) -m pip install -q -e '.[test]'
 
 run: install
-	gptkit train
+	$(PY) -m gptkit train
 
 test: install
 	$(PY) -m pytest -q
