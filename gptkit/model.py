@@ -148,10 +148,16 @@ class Linear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dtype in _ONEDNN_DTYPES and x.device.type == "cpu" and x.dtype == self.weight.dtype
-                and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear, through oneDNN directly for CPU inference (see Linear)."""
+    if (x.dtype in _ONEDNN_DTYPES and x.device.type == "cpu" and x.dtype == weight.dtype
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()):  # inductor lowers F.linear itself
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
 
 
 class CausalSelfAttention(nn.Module):
