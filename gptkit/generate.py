@@ -28,7 +28,6 @@ Rules worth knowing:
 from __future__ import annotations
 
 import codecs
-import math
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, Sequence
@@ -562,13 +561,12 @@ def run_generate(model: Any, input_ids: Any, attention_mask: Any = None, tokeniz
             seqs = ids.repeat_interleave(max(cfg.num_return_sequences, 1), 0)
             return Generation(seqs, T, [0] * seqs.size(0), eos, ids, mask)
         if cfg.num_beams > 1:
-            stop_hit = None
-            if tok is not None:
-                def stop_hit(new: torch.Tensor) -> torch.Tensor:
-                    texts = [tok.decode(r) for r in new.reshape(-1, new.size(-1)).tolist()]
-                    return torch.tensor([any(s in t for s in cfg.stops) for t in texts],
-                                        device=new.device).view(new.shape[:2])
-            seqs, lengths = beam_search(model, ids, mask, cfg, eos, pad, generator, stop_hit)
+            def stop_hit(new: torch.Tensor) -> torch.Tensor:  # (B, candidates, new tokens) -> bool
+                texts = [tok.decode(r) for r in new.reshape(-1, new.size(-1)).tolist()]
+                return torch.tensor([any(s in t for s in cfg.stops) for t in texts],
+                                    device=new.device).view(new.shape[:2])
+            seqs, lengths = beam_search(model, ids, mask, cfg, eos, pad, generator,
+                                        stop_hit if tok is not None else None)
             return Generation(seqs, T, lengths.tolist(), eos, ids, mask)
         stopper = StopStrings(tok, cfg.stops, ids.size(0) * cfg.num_return_sequences) if tok is not None else None
         steps, lengths, done = [], None, None

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.nn import functional as F
 
 from .errors import GptkitError
+from .model import linear
 
 METHODS = ("int8",)
 
@@ -45,16 +45,21 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale_bf16", scale.to(torch.bfloat16))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
+    # torch._weight_int8pack_mm is a matrix-vector kernel run once per row: it wins while the
+    # weights' bytes dominate (decoding), a dequantised matmul wins from ~24 rows (prompts, eval).
+    PACK_MAX_ROWS = 16
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        if x.device.type == "cpu" and _has_int8pack_mm():
+        if x.device.type == "cpu" and _has_int8pack_mm() and x2.size(0) <= self.PACK_MAX_ROWS:
             y = torch._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(), self.weight, self.scale_bf16)
             y = y.to(x.dtype)
+            if self.bias is not None:
+                y = y + self.bias.to(x.dtype)
         else:
-            y = F.linear(x2, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
+            w = self.weight.to(x.dtype) * self.scale.to(x.dtype)[:, None]
+            y = linear(x2, w, None if self.bias is None else self.bias.to(x.dtype))
         return y.view(*shape[:-1], self.out_features)
 
     def dequantized(self) -> torch.Tensor:
