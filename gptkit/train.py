@@ -1,14 +1,13 @@
 """Training by maximum likelihood: cross-entropy, AdamW, warm-up + cosine schedule, checkpoints
 that resume exactly, and evaluation in loss, perplexity and bits per byte.
 
-Rank-aware from the first line: under torchrun each rank draws its own batches (seeded by step,
-rank and micro-step, so the data position is the step itself), only rank 0 writes, and the global
-batch is micro-batch x accumulation x world size.
+Rank-aware from the first line (see distributed.py): under torchrun each rank takes its own rows
+of the step's global batch (micro-batch x accumulation x world size rows, each drawn from a seed of
+step and row, so the data position is the step itself and a global batch is the same whatever the
+world size), DDP or FSDP2 keep the ranks in step, and only rank 0 writes.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import math
 import os
@@ -18,12 +17,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint as ckpt
+from . import distributed as distr
 from .data import TokenShards
 from .device import autocast, autocast_dtype
+from .distributed import Runtime, setup_runtime  # noqa: F401  (part of this module's API)
 from .errors import GptkitError
 from .model import GPT, PRESETS, GPTConfig, preset_config
 from .tokenizer import Tokenizer
@@ -66,7 +65,8 @@ class TrainConfig:
     compile: bool = False
     seed: int = 1337
     resume: bool = False
-    strategy: str = "auto"  # auto | single | ddp | fsdp
+    strategy: str = "auto"  # auto | single | ddp | fsdp (auto: ddp under torchrun, else single)
+    dist_timeout: float = 300.0  # seconds a collective waits for a missing rank before the job fails
     progress: bool = True
 
     def validate(self) -> None:
@@ -83,6 +83,7 @@ class TrainConfig:
             (self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be > 0, got {self.max_minutes}"),
             (self.dtype in ("auto", "bfloat16", "float16", "float32"), f"unknown dtype {self.dtype!r}"),
             (self.strategy in ("auto", "single", "ddp", "fsdp"), f"unknown strategy {self.strategy!r}"),
+            (self.dist_timeout > 0, f"dist_timeout must be > 0, got {self.dist_timeout}"),
             (self.init_from is not None or self.preset in PRESETS,
              f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})"),
         ]
@@ -125,61 +126,37 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
-# ---------------------------------------------------------------------------- runtime
-
-@dataclass
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_runtime(cfg: TrainConfig) -> Runtime:
-    """Single process, or one rank of a torchrun job (found through torchrun's environment)."""
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ and cfg.strategy != "single"
-    if cfg.device == "auto":
-        dev_type = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        dev_type = torch.device(cfg.device).type
-    if not distributed:
-        return Runtime(torch.device(cfg.device if cfg.device != "auto" else dev_type))
-    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device(dev_type, local) if dev_type == "cuda" else torch.device("cpu")
-    if dev_type == "cuda":
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev_type == "cuda" else "gloo")
-    return Runtime(device, rank, world, local)
-
-
-def step_generator(seed: int, it: int, rank: int, micro: int) -> torch.Generator:
-    """The batch RNG of one micro-step: a pure function of (seed, step, rank, micro-step)."""
-    digest = hashlib.blake2b(f"{seed}/{it}/{rank}/{micro}".encode(), digest_size=8).digest()
-    g = torch.Generator()
-    g.manual_seed(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
-    return g
-
-
 # ---------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
 def evaluate(model: GPT, shards: TokenShards, block_size: int, batch_size: int,
-             max_batches: int | None, amp: torch.dtype | None = None) -> dict[str, float]:
-    """Mean loss over consecutive windows of a split; perplexity and bits per byte from it."""
+             max_batches: int | None, amp: torch.dtype | None = None, rt: Runtime | None = None) -> dict[str, float]:
+    """Mean loss over consecutive windows of a split; perplexity and bits per byte from it.
+
+    Under several ranks (`rt`), an eval batch is batch_size x world_size windows, each rank takes
+    its batch_size of them and the sums are all-reduced: the windows, hence the result, are those
+    of one process with a batch of batch_size x world_size.
+    """
+    rank, world = (rt.rank, rt.world_size) if rt is not None else (0, 1)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total, n = 0.0, 0
-    for x, y in shards.iter_eval_batches(batch_size, block_size, max_batches):
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    n = 0
+    for x, y in shards.iter_eval_batches(batch_size * world, block_size, max_batches):
+        x, y = x[rank * batch_size:(rank + 1) * batch_size], y[rank * batch_size:(rank + 1) * batch_size]
+        weight = y.numel()
+        if weight == 0:  # a short last batch: still take part in FSDP's collectives, count nothing
+            x, y = x.new_zeros(1, block_size), y.new_zeros(1, block_size)
         with autocast(device, amp):
             loss = model.loss(x.to(device), y.to(device))
-        total += loss.item() * y.numel()
-        n += y.numel()
+        total += loss.double() * weight
+        n += weight
+    if world > 1:
+        sums = torch.stack([total, torch.tensor(float(n), device=device, dtype=torch.float64)])
+        distr.all_sum(sums)
+        total, n = sums[0], int(sums[1].item())
+    total = total.item()
     model.train(was_training)
     if n == 0:
         raise GptkitError(f"split '{shards.split}' has no full window of {block_size + 1} tokens")
@@ -229,11 +206,22 @@ class RunFiles:
     def last(self) -> Path:
         return self.ckpts / "last"
 
-    def save(self, model: GPT, tokenizer: Tokenizer, state: dict[str, Any], step: int) -> None:
+    def staging(self, step: int) -> Path:
+        return self.ckpts / f".step-{step:08d}.tmp"
+
+    def begin(self, step: int) -> Path:
+        """An empty staging directory for a checkpoint that other ranks write into (FSDP shards)."""
+        tmp = self.staging(step)
+        for d in (tmp, self.ckpts / f"step-{step:08d}"):
+            _rmtree(d)
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def save(self, model: GPT, tokenizer: Tokenizer, state: dict[str, Any], step: int, begun: bool = False) -> None:
         self.ckpts.mkdir(parents=True, exist_ok=True)
         final = self.ckpts / f"step-{step:08d}"
-        tmp = self.ckpts / f".step-{step:08d}.tmp"
-        for d in (tmp, final):
+        tmp = self.staging(step)
+        for d in ((final,) if begun else (tmp, final)):
             _rmtree(d)
         ckpt.save_model(model, tmp, tokenizer)
         ckpt.save_train_state(tmp, state)
@@ -243,7 +231,7 @@ class RunFiles:
         os.symlink(final.name, link_tmp)
         os.replace(link_tmp, self.last)
         for f in final.iterdir():
-            if f.name != ckpt.TRAIN_STATE_FILE:
+            if f.is_file() and f.name != ckpt.TRAIN_STATE_FILE:
                 self._link_top(f)
         for old in self.ckpts.glob("step-*"):
             if old != final:
@@ -322,10 +310,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     cfg.validate()
     rt = setup_runtime(cfg)
     try:
-        return _train(cfg, rt)
+        with distr.lost_rank_errors(rt):
+            return _train(cfg, rt)
     finally:
-        if rt.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        distr.shutdown(rt)
 
 
 def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
@@ -349,19 +337,18 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     if cfg.block_size > model.config.n_positions:
         raise GptkitError(f"block_size {cfg.block_size} is larger than the model's context "
                           f"(n_positions = {model.config.n_positions})")
-    model.to(rt.device)
-    state = _restore_weights(files, model) if cfg.resume else None
+    flops_per_token, peak = distr.flops_per_token(model, cfg.block_size), distr.peak_flops(rt.device)
+    amp = autocast_dtype(cfg.dtype, rt.device)
+    runner = _wrap(model, cfg, rt, amp)  # before the optimizer: FSDP replaces the parameters by shards
     optimizer = make_optimizer(model, cfg, rt.device)
+    state = _restore(files, model, optimizer, cfg, rt) if cfg.resume else None
     start, rows = 0, []
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
         rows = read_metrics(files.metrics, up_to_step=start)
-    elif rt.is_main and (files.last.exists() or files.last.is_symlink()):
+    elif files.last.exists() or files.last.is_symlink():
         raise GptkitError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
-    amp = autocast_dtype(cfg.dtype, rt.device)
-    runner = _wrap(model, cfg, rt)
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * rt.world_size
     if rt.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
@@ -378,20 +365,27 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         tokens_since += tokens_per_step
         step = it + 1
         if step % cfg.log_interval == 0 or step == cfg.max_iters:
+            loss = loss.item()  # the one wait for the device per log interval (the loss stays on it till now)
             now = time.time()
             tps = tokens_since / max(now - last_log, 1e-9)
             rows.append({"kind": "train", "step": step, "loss": loss, "lr": lr, "tokens_per_s": tps,
                          "tokens": step * tokens_per_step})
+            # MFU: model FLOPs per token x tokens/s over the devices' bf16 peak (GPUs in the table only)
+            mfu = flops_per_token * tps / (peak * rt.world_size) if peak else None
+            if mfu is not None:
+                rows[-1]["mfu"] = mfu
             last_log, tokens_since = now, 0
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False,
+                                **({"mfu": f"{mfu:.1%}"} if mfu is not None else {}))
         if bar is not None:
             bar.update(1)
-        out_of_time = cfg.max_minutes is not None and (time.time() - t0) / 60 >= cfg.max_minutes
+        # every rank must agree, or one would stop while the others wait in a collective
+        out_of_time = cfg.max_minutes is not None and distr.any_rank((time.time() - t0) / 60 >= cfg.max_minutes, rt)
         if out_of_time:
             stopped_by = "max_minutes"
         if step % cfg.eval_interval == 0 or step == cfg.max_iters or out_of_time:
-            val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, amp)
+            val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, amp, rt)
             rows.append({"kind": "eval", "step": step, "val_loss": val["loss"],
                          "val_perplexity": val["perplexity"], "val_bits_per_byte": val["bits_per_byte"]})
             if bar is not None:
@@ -408,40 +402,32 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     return TrainResult(files.root, done, val, tps, stopped_by)
 
 
-def _wrap(model: GPT, cfg: TrainConfig, rt: Runtime) -> torch.nn.Module:
-    runner: torch.nn.Module = model
-    if rt.world_size > 1:
-        if cfg.strategy == "fsdp":
-            raise GptkitError("--strategy fsdp is not available yet; use ddp")
-        runner = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    if cfg.compile:
-        runner = torch.compile(runner)
-    return runner
+def _wrap(model: GPT, cfg: TrainConfig, rt: Runtime, amp: torch.dtype | None) -> torch.nn.Module:
+    """Moves the model to its device; DDP / FSDP2 under those strategies; torch.compile if asked."""
+    return distr.wrap(model, rt, amp, cfg.compile)
 
 
 def _train_step(runner: torch.nn.Module, model: GPT, optimizer: torch.optim.Optimizer,
-                data: TokenShards, cfg: TrainConfig, rt: Runtime, it: int, amp: torch.dtype | None) -> float:
-    total = 0.0
+                data: TokenShards, cfg: TrainConfig, rt: Runtime, it: int, amp: torch.dtype | None) -> torch.Tensor:
+    """One optimizer step over this rank's rows of the global batch; returns the global mean loss,
+    a 0-d tensor on the device (reading it waits for the device: the caller does so when logging)."""
+    torch.manual_seed(distr.step_seed(cfg.seed, it, rt.rank))  # dropout: a function of step and rank
+    total = torch.zeros((), device=rt.device)
+    cuda = rt.device.type == "cuda"
     for micro in range(cfg.grad_accum):
-        x, y = data.get_batch(cfg.batch_size, cfg.block_size, step_generator(cfg.seed, it, rt.rank, micro))
+        x, y = distr.rank_batch(data, cfg.batch_size, cfg.block_size, cfg.seed, it, rt, micro)
+        if cuda:  # pinned: the copy is queued, not waited for, so the host runs ahead of the GPU
+            x, y = x.pin_memory(), y.pin_memory()
         x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
-        last = micro == cfg.grad_accum - 1
-        # DDP: all-reduce gradients once per step, not once per micro-batch.
-        sync = runner.no_sync() if isinstance(runner, DDP) and not last else contextlib.nullcontext()
-        with sync, autocast(rt.device, amp):
-            loss = runner(x, targets=y)
-            loss = loss / cfg.grad_accum
-        loss.backward()
-        total += loss.item()
+        with distr.grad_sync(runner, micro == cfg.grad_accum - 1), autocast(rt.device, amp):
+            loss = runner(x, targets=y) / cfg.grad_accum
+            loss.backward()
+        total += loss.detach()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    if rt.world_size > 1:
-        t = torch.tensor([total], device=rt.device)
-        dist.all_reduce(t)
-        total = t.item() / rt.world_size
-    return total
+    return distr.global_mean(total, rt)
 
 
 def _progress(cfg: TrainConfig, rt: Runtime, start: int) -> Any:
@@ -453,21 +439,67 @@ def _progress(cfg: TrainConfig, rt: Runtime, start: int) -> Any:
 
 def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
                 cfg: TrainConfig, rt: Runtime, step: int, rows: list[dict[str, Any]], data_dir: Path) -> None:
+    """Rank 0 writes the checkpoint; under FSDP every rank first writes its own shards of the model
+    and optimizer into it (torch.distributed.checkpoint), and the whole model is gathered to rank
+    0's CPU for the Hugging Face model.safetensors."""
+    state = {"step": step, "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(cfg)),
+             "data": str(data_dir.resolve()), "world_size": rt.world_size, "strategy": rt.strategy}
+    to_save: GPT | None = model
+    if rt.strategy == "fsdp":
+        if rt.is_main:
+            files.begin(step)
+        distr.barrier(rt)
+        distr.save_sharded(model, optimizer, files.staging(step) / distr.DCP_DIR)
+        full = distr.full_state(model)
+        to_save = _model_from_state(model.config, full) if rt.is_main else None
+    else:
+        state["optimizer"] = optimizer.state_dict()
     if rt.is_main:
-        state = {"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "config": json.dumps(asdict(cfg)), "data": str(data_dir.resolve()),
-                 "world_size": rt.world_size}
         write_metrics(files.metrics, rows)
-        files.save(model, tokenizer, state, step)
+        files.save(to_save, tokenizer, state, step, begun=rt.strategy == "fsdp")
         plot_losses(rows, files.root / "loss.png")
-    if rt.world_size > 1:
-        dist.barrier()
+    distr.barrier(rt)
 
 
-def _restore_weights(files: RunFiles, model: GPT) -> dict[str, Any]:
-    """Copy the last checkpoint's weights into `model` in place; return its training state."""
+def _model_from_state(config: GPTConfig, sd: dict[str, torch.Tensor]) -> GPT:
+    """A GPT that adopts the tensors of a full state dict (no copy), for saving."""
+    with torch.device("meta"):
+        model = GPT(config)
+    sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
+    ckpt.load_state_into(model, sd, "the gathered FSDP state", assign=True)
+    return model
+
+
+def _restore(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+             rt: Runtime) -> dict[str, Any]:
+    """Load the last checkpoint's weights and optimizer state (every rank reads it: under several
+    nodes the run directory must be on a shared filesystem); return its training state.
+
+    Any strategy resumes any other's checkpoint, on any number of ranks; the continuation is exact
+    (to float rounding) when the global batch, batch_size x grad_accum x world_size, is unchanged.
+    """
     if not files.last.exists():
         raise GptkitError(f"{files.root}: no checkpoint to resume from (checkpoints/last is missing)")
-    sd, source = ckpt.read_weights(files.last)
-    ckpt.load_state_into(model, ckpt.from_hf_state_dict(sd, source), source, assign=False)
-    return ckpt.load_train_state(files.last)
+    state = ckpt.load_train_state(files.last)
+    sharded = files.last / distr.DCP_DIR
+    if "optimizer" not in state:  # written under FSDP
+        distr.load_sharded(model, optimizer, sharded)
+    else:
+        sd, source = ckpt.read_weights(files.last)
+        sd = ckpt.from_hf_state_dict(sd, source)
+        if rt.strategy == "fsdp":
+            distr.load_full_into_sharded(model, optimizer, sd, state["optimizer"])
+        else:
+            ckpt.load_state_into(model, sd, source, assign=False)
+            optimizer.load_state_dict(state["optimizer"])
+    try:
+        old = json.loads(state["config"])
+        old_global = old["batch_size"] * old["grad_accum"] * int(state.get("world_size", 1))
+    except (KeyError, TypeError, ValueError):
+        old_global = None
+    new_global = cfg.batch_size * cfg.grad_accum * rt.world_size
+    if old_global is not None and old_global != new_global:
+        distr.note(rt, f"resuming with a global batch of {new_global} sequences (batch_size x grad_accum x "
+                       f"world_size), the checkpoint was trained with {old_global}: the run continues, but "
+                       "not as the uninterrupted run would have (keep the product to resume exactly)")
+    return state
