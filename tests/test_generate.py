@@ -420,6 +420,13 @@ def test_inference_linear_path_equals_f_linear_and_keeps_autograd():
     assert torch.allclose(fast, ref, atol=1e-5)
     lin(x).sum().backward()  # with grad it is F.linear: gradients flow
     assert x.grad is not None and lin.weight.grad is not None
+    lin = lin.bfloat16()  # bf16: a packed copy of the weight, rebuilt when the weight changes
+    xb = x.detach().bfloat16()
+    with torch.no_grad():
+        assert torch.equal(lin(xb), torch.nn.functional.linear(xb, lin.weight, lin.bias))
+        lin.weight.mul_(-1)
+        assert torch.equal(lin(xb), torch.nn.functional.linear(xb, lin.weight, lin.bias))
+    assert list(lin.state_dict()) == ["weight", "bias"]
 
 
 def test_int8_and_bf16_models_generate_close_to_fp32(tmp_path):
