@@ -97,7 +97,8 @@ def train(a: argparse.Namespace, data: Path, run: Path) -> float:
            "--preset", a.preset, "--block-size", str(a.block_size), "--batch-size", str(a.batch_size),
            "--max-iters", str(a.max_iters), "--max-minutes", str(a.minutes),
            "--lr", "6e-4", "--min-lr", "6e-5", "--warmup-iters", str(warmup), "--weight-decay", "0.1",
-           "--eval-interval", str(eval_interval), "--eval-iters", "20", "--log-interval", "10",
+           "--eval-interval", str(eval_interval), "--eval-iters", "20",
+           "--log-interval", "2" if a.smoke else "10",
            "--dtype", "bfloat16" if not a.smoke else "float32", "--samples", "0",
            "--compile" if a.compile else "--no-compile"]
     log("train: " + " ".join(cmd[1:]))
@@ -109,7 +110,7 @@ def train(a: argparse.Namespace, data: Path, run: Path) -> float:
     return time.time() - t
 
 
-def training_figures(run: Path) -> dict:
+def training_figures(run: Path, tokens_per_step: int) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
@@ -122,8 +123,7 @@ def training_figures(run: Path) -> dict:
     steady = steady or train[-1:]
     # a run stopped by the clock ends with an evaluation, not necessarily with a log row
     steps = max([r["step"] for r in rows] or [0])
-    per_step = train[-1]["tokens"] // train[-1]["step"] if train else 0
-    out = {"steps": steps, "tokens": steps * per_step,
+    out = {"steps": steps, "tokens": steps * tokens_per_step,
            "train_loss": train[-1]["loss"] if train else None,
            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in steady) if steady else None,
            "val_loss": evals[-1]["val_loss"] if evals else None,
@@ -169,7 +169,8 @@ def main() -> None:
         import shutil
         shutil.rmtree(run)
     wall = train(a, data, run)
-    figures = training_figures(run)
+    figures = training_figures(run, a.batch_size * a.block_size)
+    figures["epochs"] = figures["tokens"] / json.loads((data / "meta.json").read_text())["splits"]["train"]["tokens"]
     log(f"training done in {wall:.0f} s")
     figures.update(decode(a, run))
     summary = {**info, "preset": a.preset, "block_size": a.block_size, "batch_size": a.batch_size,
@@ -184,9 +185,12 @@ def main() -> None:
           f"compile {'on' if a.compile else 'off'}")
     print(f"trained           {summary['steps']} steps, {summary['tokens']:,} tokens in {wall:.0f} s "
           f"(limit {a.minutes:g} min incl. compilation)")
-    print(f"train tokens/s    {summary['tokens_per_s']:,.0f}  (steady-state median)")
+    tps = summary["tokens_per_s"]
+    print(f"train tokens/s    {f'{tps:,.0f}' if tps else 'n/a (fewer steps than one log interval)'}"
+          "  (steady-state median)")
     print(f"MFU               {mfu}")
-    print(f"val loss          {summary['val_loss']:.4f}  (perplexity {summary['val_perplexity']:.2f})")
+    print(f"val loss          {summary['val_loss']:.4f}  (perplexity {summary['val_perplexity']:.2f}; after "
+          f"{summary['epochs']:.1f} epochs of a small corpus: a sanity figure, not a quality one)")
     print(f"decode tokens/s   {summary['decode_tokens_per_s_batch1']:,.0f} at batch 1, "
           f"{summary['decode_tokens_per_s_batch8']:,.0f} at batch 8 ({a.decode_tokens} new tokens, greedy)")
     print(f"total             {summary['total_s']:.0f} s; summary in {work / 'summary.json'}")
