@@ -129,7 +129,7 @@ def _onednn_linear_dtypes() -> tuple[torch.dtype, ...]:
     try:
         if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
             return ()
-        torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight  # noqa: B018 (exist?)
+        torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight  # noqa: B018 (raise if absent)
     except Exception:  # pragma: no cover - builds without oneDNN
         return ()
     return (torch.float32, torch.bfloat16) if cpu_has_fast_bf16() else (torch.float32,)
@@ -352,6 +352,9 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     same chunked computation, forward only.
     """
     device_type = h.device.type
+    if device_type == "cuda" or torch.compiler.is_compiling():
+        # GPUs (and inductor) fuse the plain form well; chunk loops there are Python overhead.
+        return F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=ignore_index)
     compute = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else h.dtype
     needs_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     return _ChunkedLinearCrossEntropy.apply(h, weight, targets, ignore_index, compute, needs_grad)
