@@ -28,6 +28,7 @@ Rules worth knowing:
 from __future__ import annotations
 
 import codecs
+import numbers
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, Sequence
@@ -64,13 +65,13 @@ class GenerationConfig:
     def validate(self) -> None:
         def bad(msg: str) -> None:
             raise GptkitError(msg)
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+        if not isinstance(self.max_new_tokens, numbers.Integral) or self.max_new_tokens < 0:
             bad(f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens!r}")
         if not isinstance(self.do_sample, bool):
             bad(f"do_sample must be True or False, got {self.do_sample!r}")
         if self.do_sample and not self.temperature > 0:
             bad(f"temperature must be > 0 when sampling, got {self.temperature}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
+        if self.top_k is not None and (not isinstance(self.top_k, numbers.Integral) or self.top_k < 0):
             bad(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             bad(f"top_p must be in (0, 1], got {self.top_p}")
@@ -78,13 +79,13 @@ class GenerationConfig:
             bad(f"min_p must be in [0, 1], got {self.min_p}")
         if not self.repetition_penalty > 0:
             bad(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if not isinstance(self.no_repeat_ngram_size, int) or self.no_repeat_ngram_size < 0:
+        if not isinstance(self.no_repeat_ngram_size, numbers.Integral) or self.no_repeat_ngram_size < 0:
             bad(f"no_repeat_ngram_size must be an integer >= 0, got {self.no_repeat_ngram_size!r}")
-        if not isinstance(self.num_beams, int) or self.num_beams < 1:
+        if not isinstance(self.num_beams, numbers.Integral) or self.num_beams < 1:
             bad(f"num_beams must be an integer >= 1, got {self.num_beams!r}")
         if self.early_stopping not in (True, False, "never"):
             bad(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
-        if not isinstance(self.num_return_sequences, int) or self.num_return_sequences < 1:
+        if not isinstance(self.num_return_sequences, numbers.Integral) or self.num_return_sequences < 1:
             bad(f"num_return_sequences must be an integer >= 1, got {self.num_return_sequences!r}")
         if self.num_return_sequences > 1 and self.num_beams == 1 and not self.do_sample:
             bad(f"num_return_sequences={self.num_return_sequences} needs do_sample=True or num_beams > 1: "

@@ -386,6 +386,16 @@ def test_stop_strings_stop_each_row_of_a_batch(tiny):
     assert got[longest]["finish_reason"] == "stop"
 
 
+def test_stop_strings_end_beam_hypotheses(tiny):
+    _, m = tiny
+    kw = dict(max_new_tokens=20, num_beams=3, num_return_sequences=3, length_penalty=0.0)
+    free = generate_text(m, m.tokenizer, "The cat", **kw)
+    needle = free[0]["text"][4:6]
+    got = generate_text(m, m.tokenizer, "The cat", stop=[needle], **kw)
+    assert all(needle not in g["text"] for g in got)
+    assert any(g["finish_reason"] == "stop" for g in got)
+
+
 def test_stream_equals_generate_text(tiny):
     _, m = tiny
     streamed = "".join(stream(m, "Hello", max_new_tokens=30, do_sample=True, seed=3, top_p=0.9))
