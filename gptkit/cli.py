@@ -151,11 +151,11 @@ def _print_samples(model_dir: Path, prompts: list[str] | None, n: int) -> None:
     from .generate import generate_text
     model = load_model(model_dir)
     tok = model.tokenizer
-    prompts = prompts or [tok.decode([tok.eot_id])]
-    for prompt in prompts[:n]:
+    prompts = prompts or [""] * n  # "": start a fresh document, after an end-of-text token
+    for i, prompt in enumerate(prompts[:n]):
         out = generate_text(model, tok, prompt, max_new_tokens=120, do_sample=True, temperature=0.8,
-                            top_k=50, seed=0)[0]
-        print(f"\n--- sample (prompt {prompt!r}) ---\n{prompt if prompt != tok.eot_token else ''}{out['text']}")
+                            top_k=50, seed=i)[0]
+        print(f"\n--- sample {i + 1} (prompt {prompt!r}) ---\n{prompt}{out['text']}")
 
 
 # ---------------------------------------------------------------------------- eval
