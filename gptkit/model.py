@@ -12,7 +12,7 @@ Conv1D (in, out); checkpoint.py transposes at the file boundary.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch

@@ -1,9 +1,11 @@
 """Fixtures for the tokenizer and data tests (kept small: the machine has 2 cores)."""
 
+import json
 from pathlib import Path
 
 import pytest
 
+from gptkit.data import prepare
 from gptkit.tokenizer import Tokenizer, train_bpe
 
 
@@ -27,3 +29,38 @@ SAMPLE_TEXT = (
 def small_bpe() -> Tokenizer:
     """A BPE with a few hundred merges trained on repeated sample text (fast)."""
     return train_bpe([SAMPLE_TEXT] * 5 + ["for i in range(10):\n    print(i * i)\n"] * 5, vocab_size=600)
+
+
+DOC_MODULES = ["argparse", "collections", "json", "pathlib", "textwrap", "itertools", "functools",
+               "heapq", "bisect", "string", "shlex", "csv", "difflib", "fractions", "statistics",
+               "os", "subprocess", "threading", "logging", "inspect", "typing", "datetime", "decimal"]
+
+
+def write_docstring_corpus(directory: Path) -> Path:
+    """A small English corpus every Python has: the docstrings of some standard-library modules,
+    one JSON-lines document per docstring (so a random validation split is in-distribution)."""
+    import importlib
+    import inspect
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "docstrings.jsonl", "w") as f:
+        for name in DOC_MODULES:
+            mod = importlib.import_module(name)
+            objs = [mod] + [obj for key, obj in sorted(vars(mod).items()) if not key.startswith("_")]
+            for obj in objs:
+                doc = inspect.getdoc(obj) if getattr(obj, "__module__", name) == name or obj is mod else None
+                if doc and len(doc) > 40:
+                    f.write(json.dumps({"text": doc}) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def docstring_corpus(tmp_path_factory) -> Path:
+    return write_docstring_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def byte_data(tmp_path_factory, docstring_corpus) -> Path:
+    corpus = docstring_corpus
+    out = tmp_path_factory.mktemp("data") / "bytes"
+    prepare([corpus], out, tokenizer="bytes", val_fraction=0.2, seed=0, progress=False, num_workers=1)
+    return out

@@ -9,12 +9,10 @@ import pytest
 from gptkit.cli import main
 from gptkit.data import unigram_entropy
 
-from test_train import write_docstring_corpus
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return write_docstring_corpus(tmp_path_factory.mktemp("corpus"))
+@pytest.fixture
+def corpus(docstring_corpus) -> Path:
+    return docstring_corpus
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

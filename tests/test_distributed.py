@@ -21,12 +21,10 @@ import torch.distributed as dist
 
 from gptkit import distributed as distr
 from gptkit.checkpoint import load_model
-from gptkit.data import TokenShards, prepare
+from gptkit.data import TokenShards
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, preset_config
 from gptkit.train import TrainConfig, read_metrics, train
-
-from test_train import write_docstring_corpus
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
@@ -35,14 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 STEPS = 20
-
-
-@pytest.fixture(scope="module")
-def byte_data(tmp_path_factory) -> Path:
-    corpus = write_docstring_corpus(tmp_path_factory.mktemp("corpus"))
-    out = tmp_path_factory.mktemp("data") / "bytes"
-    prepare([corpus], out, tokenizer="bytes", val_fraction=0.2, seed=0, progress=False, num_workers=1)
-    return out
 
 
 OPTIONS = dict(preset="tiny", block_size=32, lr=3e-3, warmup_iters=2, eval_interval=10, eval_iters=4,

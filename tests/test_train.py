@@ -11,39 +11,8 @@ import pytest
 import torch
 
 from gptkit.checkpoint import load_model
-from gptkit.data import prepare
 from gptkit.errors import GptkitError
 from gptkit.train import TrainConfig, lr_at, read_metrics, train
-
-DOC_MODULES = ["argparse", "collections", "json", "pathlib", "textwrap", "itertools", "functools",
-               "heapq", "bisect", "string", "shlex", "csv", "difflib", "fractions", "statistics",
-               "os", "subprocess", "threading", "logging", "inspect", "typing", "datetime", "decimal"]
-
-
-def write_docstring_corpus(directory: Path) -> Path:
-    """A small English corpus every Python has: the docstrings of some standard-library modules,
-    one JSON-lines document per docstring (so a random validation split is in-distribution)."""
-    import importlib
-    import inspect
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "docstrings.jsonl", "w") as f:
-        for name in DOC_MODULES:
-            mod = importlib.import_module(name)
-            objs = [mod] + [obj for key, obj in sorted(vars(mod).items()) if not key.startswith("_")]
-            for obj in objs:
-                doc = inspect.getdoc(obj) if getattr(obj, "__module__", name) == name or obj is mod else None
-                if doc and len(doc) > 40:
-                    f.write(json.dumps({"text": doc}) + "\n")
-    return directory
-
-
-@pytest.fixture(scope="module")
-def byte_data(tmp_path_factory) -> Path:
-    corpus = write_docstring_corpus(tmp_path_factory.mktemp("corpus"))
-    out = tmp_path_factory.mktemp("data") / "bytes"
-    prepare([corpus], out, tokenizer="bytes", val_fraction=0.2, seed=0, progress=False, num_workers=1)
-    return out
-
 
 def small_cfg(data: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=str(data), out=str(out), preset="tiny", block_size=32, batch_size=8, max_iters=20,
