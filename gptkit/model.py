@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from .errors import GptkitError
+from .kernels import Linear, linear_cross_entropy
 
 
 @dataclass
@@ -120,69 +121,6 @@ class KVCache:
         n = self.length  # in place, and only the filled positions
         self.k[:, :, :, :n] = self.k[:, index, :, :n]
         self.v[:, :, :, :n] = self.v[:, index, :, :n]
-
-
-def _onednn_linear_dtypes() -> tuple[torch.dtype, ...]:
-    """The dtypes whose CPU inference products go to oneDNN directly (x86-64 only: measured there)."""
-    import platform
-    from .device import cpu_has_fast_bf16
-    try:
-        if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-            return ()
-        torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight  # noqa: B018 (raise if absent)
-    except Exception:  # pragma: no cover - builds without oneDNN
-        return ()
-    return (torch.float32, torch.bfloat16) if cpu_has_fast_bf16() else (torch.float32,)
-
-
-_ONEDNN_DTYPES = _onednn_linear_dtypes()
-
-
-class Linear(nn.Linear):
-    """nn.Linear (same parameters, same training path) with a faster CPU inference path.
-
-    Without autograd or autocast, a CPU fp32/bf16 product goes straight to oneDNN's matmul: the
-    default route (MKL's sgemm) streams a decoding step's weights at about half the speed on the
-    CPUs measured (benchmarks/bench_generate.py), and decoding one token is nothing but streaming
-    weights. A bf16 weight is also reordered once into oneDNN's blocked layout and kept beside the
-    parameter (about 2x faster per call again: unpacked, oneDNN reorders it on every call); the
-    copy is rebuilt whenever the parameter changes, and is never saved. Results are those of
-    F.linear up to float rounding (bitwise for the packed bf16 weight).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _cpu_inference(x, self.weight):
-            w = self._packed() if x.dtype == torch.bfloat16 else self.weight
-            return torch.ops.mkldnn._linear_pointwise(x, w, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
-
-    def _packed(self) -> torch.Tensor:
-        w = self.weight
-        key = (w.data_ptr(), w._version, w.dtype, tuple(w.shape))
-        cached = self.__dict__.get("_packed_weight")
-        if cached is None or cached[0] != key:
-            cached = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), 1))
-            self.__dict__["_packed_weight"] = cached
-        return cached[1]
-
-    def __getstate__(self) -> dict[str, Any]:  # copies and pickles rebuild the packed weight
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
-        state.pop("_packed_weight", None)
-        return state
-
-
-def _cpu_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (x.dtype in _ONEDNN_DTYPES and x.device.type == "cpu" and x.dtype == weight.dtype
-            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling())  # inductor lowers F.linear itself
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, through oneDNN directly for CPU inference (see Linear; no packed copy here)."""
-    if _cpu_inference(x, weight):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
 
 
 class CausalSelfAttention(nn.Module):
@@ -340,70 +278,3 @@ def attention_bias(attention_mask: torch.Tensor | None, T: int, past: int, dtype
     mask = causal[None, None] & keys
     self_key = torch.arange(L, device=device).unsqueeze(0) == q_pos
     return mask | (self_key[None, None] & ~mask.any(-1, keepdim=True))
-
-
-def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         ignore_index: int = -100) -> torch.Tensor:
-    """Mean cross-entropy of logits = h @ weight.T against targets, softmax in fp32.
-
-    With a large vocabulary the (tokens, vocab) logits dominate a small GPT's memory traffic, so
-    training never materialises them: the output layer, softmax and their gradients are computed
-    together, a chunk of rows at a time (see _ChunkedLinearCrossEntropy). Without grad it is the
-    same chunked computation, forward only.
-    """
-    device_type = h.device.type
-    if device_type == "cuda" or torch.compiler.is_compiling():
-        # GPUs (and inductor) fuse the plain form well; chunk loops there are Python overhead.
-        return F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=ignore_index)
-    compute = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else h.dtype
-    needs_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    return _ChunkedLinearCrossEntropy.apply(h, weight, targets, ignore_index, compute, needs_grad)
-
-
-class _ChunkedLinearCrossEntropy(torch.autograd.Function):
-    ROWS = 256  # rows per chunk: (256, 50257) fp32 logits are ~50 MB, reused chunk after chunk
-
-    @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                ignore_index: int, compute: torch.dtype, needs_grad: bool) -> torch.Tensor:
-        with torch.autocast(h.device.type, enabled=False):
-            hc, wc = h.to(compute), weight.to(compute)
-            valid = targets != ignore_index
-            n_valid = valid.sum().clamp(min=1)
-            safe_targets = torch.where(valid, targets, 0)
-            total = torch.zeros((), device=h.device, dtype=torch.float32)
-            grad_h = torch.empty_like(hc) if needs_grad else None
-            grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if needs_grad else None
-            for s in range(0, hc.size(0), _ChunkedLinearCrossEntropy.ROWS):
-                e = min(s + _ChunkedLinearCrossEntropy.ROWS, hc.size(0))
-                logits = hc[s:e] @ wc.t()
-                tgt = safe_targets[s:e, None]
-                v = valid[s:e]
-                if compute == torch.float32 or not needs_grad:
-                    logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # one fused kernel
-                    total -= (logp.gather(1, tgt).squeeze(1) * v).sum()
-                    if not needs_grad:
-                        continue
-                    g = logp.exp_()
-                else:
-                    # bf16 training: softmax computed in fp32 inside one fused kernel and rounded once
-                    # to bf16, which halves the memory traffic of every pass over the logits; the
-                    # loss from it is within 2^-8 relative of p_target per token.
-                    g = torch.softmax(logits, dim=-1)
-                    total -= (g.gather(1, tgt).squeeze(1).float().clamp_min(1e-38).log() * v).sum()
-                # d(mean loss)/d(logits) = (softmax - onehot) / n_valid, zero for ignored rows
-                rows = torch.arange(e - s, device=g.device)
-                g[rows, tgt[:, 0]] -= 1  # indexing, not scatter_add_: that converts the whole bf16 chunk
-                g = g.mul_((v.float() / n_valid)[:, None].to(g.dtype)).to(compute)
-                grad_h[s:e] = g @ wc
-                grad_w.add_(g.t() @ hc[s:e])
-        if needs_grad:
-            ctx.save_for_backward(grad_h, grad_w)
-            ctx.dtypes = (h.dtype, weight.dtype)
-        return total / n_valid
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_h, grad_w = ctx.saved_tensors
-        h_dtype, w_dtype = ctx.dtypes
-        return ((grad_h * grad_out).to(h_dtype), (grad_w * grad_out).to(w_dtype), None, None, None, None)

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from .errors import GptkitError
-from .model import linear
+from .kernels import linear
 
 METHODS = ("int8",)
 

@@ -420,7 +420,7 @@ def test_int8_linear_is_per_channel_symmetric_int8():
 
 
 def test_inference_linear_path_equals_f_linear_and_keeps_autograd():
-    from gptkit.model import Linear
+    from gptkit.kernels import Linear
     torch.manual_seed(0)
     lin = Linear(64, 96)
     x = torch.randn(3, 7, 64, requires_grad=True)

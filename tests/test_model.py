@@ -3,7 +3,8 @@ import torch
 from torch.nn import functional as F
 
 from gptkit.errors import GptkitError
-from gptkit.model import GPT, GPTConfig, PRESETS, linear_cross_entropy, preset_config
+from gptkit.kernels import linear_cross_entropy
+from gptkit.model import GPT, GPTConfig, PRESETS, preset_config
 
 
 def tiny(**kw) -> GPT:
