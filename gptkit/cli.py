@@ -124,6 +124,15 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig.from_dict(values, source=args.config or "flags")
 
 
+def _fresh_run_dir(default: Path) -> Path:
+    """The default run directory, or default-2, default-3, ... if it already holds a run."""
+    candidate, n = default, 1
+    while (candidate / "checkpoints").exists():
+        n += 1
+        candidate = default.with_name(f"{default.name}-{n}")
+    return candidate
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
     cfg = train_config_from_args(args)
@@ -133,6 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif Path(cfg.data).exists() and not (Path(cfg.data) / "meta.json").is_file():
         vocab = args.vocab_size or (STDLIB_VOCAB if args.tokenizer == "bpe" else None)
         cfg.data = str(corpus_data_dir(Path(cfg.data), args.tokenizer, vocab, progress=cfg.progress))
+    if "out" not in vars(args) and not cfg.resume and "RANK" not in os.environ:
+        cfg.out = str(_fresh_run_dir(Path(cfg.out)))  # no --out: never collide with an earlier run
     result = train(cfg)
     if os.environ.get("RANK", "0") != "0":
         return 0

@@ -115,3 +115,14 @@ def test_train_on_raw_text_prepares_it_once(tmp_path, capsys, corpus, monkeypatc
     assert len(prepared) == 1 and (prepared[0] / "meta.json").is_file()
     code, out, err = run(capsys, *argv, "--out", str(tmp_path / "r2"))
     assert code == 0 and "Preparing" not in err  # reused, not prepared again
+
+
+def test_default_out_never_collides_with_an_earlier_run(tmp_path, capsys, corpus, monkeypatch):
+    monkeypatch.setenv("GPTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--data", str(corpus), "--tokenizer", "bytes", "--preset", "tiny", "--block-size", "32",
+            "--max-iters", "2", "--eval-interval", "2", "--samples", "0", "-q"]
+    for expected in ("runs/stdlib", "runs/stdlib-2"):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, err
+        assert f"model saved in {expected} " in out
