@@ -279,7 +279,12 @@ def test_a_killed_rank_ends_the_job_within_a_minute(byte_data, tmp_path, layout)
     text = "\n".join(logs)
     assert "rank      : 1" in text and "SIGKILL" in text, text[-3000:]  # torchrun names the dead rank
     if layout == "two nodes":
-        assert "rank 0 of 2: lost contact with the other ranks" in text and "--resume" in text, text[-3000:]
+        # Two correct shutdowns race: rank 0's own collective fails and it says so in one line, or
+        # node 0's torchrun agent loses the rendezvous store that went down with node 1, says so,
+        # and ends its worker first (seen on a fresh CI-like run).
+        own_line = "rank 0 of 2: lost contact with the other ranks" in text and "--resume" in text
+        agent_lost_store = "RendezvousConnectionError" in text
+        assert own_line or agent_lost_store, text[-3000:]
     assert load_model(run).config.n_layer == 2  # the last complete checkpoint
 
 
