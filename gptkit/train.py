@@ -47,7 +47,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_iters: int = 600
     max_minutes: float | None = None
-    lr: float = 2e-3
+    lr: float | None = None  # None: the preset's (DEFAULT_LR), 1e-4 with --init-from
     min_lr: float | None = None  # None = lr / 10
     warmup_iters: int = 30
     lr_decay_iters: int | None = None  # None = max_iters
@@ -75,7 +75,7 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
             (self.max_iters >= 1, f"max_iters must be >= 1, got {self.max_iters}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}"),
             (self.eval_interval >= 1, f"eval_interval must be >= 1, got {self.eval_interval}"),
             (self.eval_iters >= 1, f"eval_iters must be >= 1, got {self.eval_iters}"),
@@ -98,6 +98,19 @@ class TrainConfig:
         if unknown:
             raise GptkitError(f"{source}: unknown training option(s) {', '.join(unknown)}")
         return cls(**d)
+
+
+# Peak learning rates that train each preset well from scratch: smaller models take larger steps
+# (GPT-2 124M's 6e-4 as in nanoGPT/GPT-3's table; the small CPU presets measured on the main job).
+DEFAULT_LR = {"tiny": 3e-3, "mini": 3e-3, "small": 1e-3, "gpt2": 6e-4, "gpt2-medium": 3e-4,
+              "gpt2-large": 2.5e-4, "gpt2-xl": 2e-4}
+FINETUNE_LR = 1e-4
+
+
+def with_default_lr(cfg: TrainConfig) -> TrainConfig:
+    if cfg.lr is None:
+        cfg.lr = FINETUNE_LR if cfg.init_from else DEFAULT_LR.get(cfg.preset, 6e-4)
+    return cfg
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -308,6 +321,7 @@ class TrainResult:
 
 def train(cfg: TrainConfig) -> TrainResult:
     cfg.validate()
+    with_default_lr(cfg)
     rt = setup_runtime(cfg)
     try:
         with distr.lost_rank_errors(rt):

@@ -12,7 +12,7 @@ import torch
 
 from gptkit.checkpoint import load_model
 from gptkit.errors import GptkitError
-from gptkit.train import TrainConfig, lr_at, read_metrics, train
+from gptkit.train import TrainConfig, lr_at, read_metrics, train, with_default_lr
 
 def small_cfg(data: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=str(data), out=str(out), preset="tiny", block_size=32, batch_size=8, max_iters=20,
@@ -33,6 +33,13 @@ def test_lr_schedule_warmup_cosine_floor():
     assert all(a >= b for a, b in zip(lrs[10:110], lrs[11:111]))  # cosine decay is monotone
     assert lrs[60] == pytest.approx(0.55)  # halfway: (1 + 0.1) / 2
     assert lrs[115] == pytest.approx(0.1)
+
+
+def test_default_lr_follows_the_preset_unless_given():
+    assert with_default_lr(TrainConfig(preset="gpt2")).lr == 6e-4
+    assert with_default_lr(TrainConfig(preset="mini")).lr == 3e-3
+    assert with_default_lr(TrainConfig(init_from="gpt2")).lr == 1e-4  # fine-tuning: small steps
+    assert with_default_lr(TrainConfig(preset="gpt2", lr=1e-3)).lr == 1e-3
 
 
 def test_run_writes_hf_model_metrics_plot_and_learns(byte_data, tmp_path):
