@@ -18,7 +18,6 @@ is read with torch.load(weights_only=True).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -33,6 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 from .errors import GptkitError
+from .files import atomic_path, write_json  # noqa: F401 (the trainer writes through these too)
 from .model import ACTIVATIONS, GPT, GPTConfig
 
 CONFIG_FILE = "config.json"
@@ -48,35 +48,6 @@ _CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight
 # multiple-choice head that we skip). Classification/QA heads are not language models.
 _LM_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model", "GPT2DoubleHeadsModel")
 _SKIPPED_HEADS = ("multiple_choice_head.",)
-
-_umask = os.umask(0)
-os.umask(_umask)
-
-
-# ---------------------------------------------------------------------------- atomic writes
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask)  # mkstemp makes 0600 files; models are shared like any file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-
 
 # ---------------------------------------------------------------------------- config.json
 

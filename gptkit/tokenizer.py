@@ -22,6 +22,7 @@ import numpy as np
 import tiktoken
 
 from gptkit.errors import GptkitError
+from gptkit.files import write_text
 
 # GPT-2's pre-tokenization regex (tiktoken's r50k pattern, in the original spelling that
 # Hugging Face's ByteLevel pre-tokenizer also uses).
@@ -148,10 +149,10 @@ class Tokenizer:
             "gptkit_kind": self.kind,
         }
         special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
-        _write_atomic(directory / "vocab.json", json.dumps(vocab, ensure_ascii=False))
-        _write_atomic(directory / "merges.txt", "#version: 0.2\n" + merges)
-        _write_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
-        _write_atomic(directory / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
+        write_text(directory / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+        write_text(directory / "merges.txt", "#version: 0.2\n" + merges)
+        write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        write_text(directory / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Tokenizer:
@@ -169,16 +170,6 @@ class Tokenizer:
             _check_canonical(ranks, merges, directory / "merges.txt")
             kind = "gpt2" if len(ranks) == 50256 else "bpe"
         return cls(kind, ranks, merges)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # Same-directory temp file + os.replace: readers see the old file or the new one, never half.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_json(path: Path):
