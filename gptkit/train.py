@@ -330,16 +330,19 @@ def train(cfg: TrainConfig) -> TrainResult:
         distr.shutdown(rt)
 
 
+def check_block_size(cfg: TrainConfig, n_ctx: int) -> None:
+    if cfg.block_size > n_ctx:
+        raise GptkitError(f"block_size {cfg.block_size} is larger than the model's context "
+                          f"(n_positions = {n_ctx}); lower --block-size or raise --n-positions")
+
+
 def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     if cfg.data is None:
         raise GptkitError("no --data given (the CLI prepares the embedded corpus; the API needs a data dir)")
     data_dir = Path(cfg.data)
     tokenizer = Tokenizer.load(data_dir)
     if not cfg.init_from:  # check the shape before touching the data: cheap errors first
-        n_ctx = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id).n_positions
-        if cfg.block_size > n_ctx:
-            raise GptkitError(f"block_size {cfg.block_size} is larger than the model's context "
-                              f"(n_positions = {n_ctx}); lower --block-size or raise --n-positions")
+        check_block_size(cfg, model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id).n_positions)
     train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
     for split in (train_data, val_data):
         if split.num_tokens < cfg.block_size + 1:
@@ -348,9 +351,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     files = RunFiles(cfg.out)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tokenizer)
-    if cfg.block_size > model.config.n_positions:
-        raise GptkitError(f"block_size {cfg.block_size} is larger than the model's context "
-                          f"(n_positions = {model.config.n_positions})")
+    check_block_size(cfg, model.config.n_positions)  # --init-from: known only once loaded
     flops_per_token, peak = distr.flops_per_token(model, cfg.block_size), distr.peak_flops(rt.device)
     amp = autocast_dtype(cfg.dtype, rt.device)
     runner = _wrap(model, cfg, rt, amp)  # before the optimizer: FSDP replaces the parameters by shards
