@@ -150,11 +150,6 @@ def read_config_dict(directory: Path) -> dict[str, Any]:
         raise GptkitError(f"{path}: not valid JSON ({e})") from None
 
 
-def read_config(directory: Path) -> GPTConfig:
-    directory = Path(directory)
-    return config_from_hf(read_config_dict(directory), str(directory / CONFIG_FILE))
-
-
 # ---------------------------------------------------------------------------- reading tensors
 
 _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
