@@ -99,7 +99,7 @@ def bench(runs: dict, x: torch.Tensor, new_tokens: int, repeats: int) -> dict:
     that a noisy neighbour on a shared machine slows all of them alike rather than one."""
     for fn, model in runs.values():
         fn(model, x, 4)  # warm-up: kernels, allocator, oneDNN primitives
-    best = {name: (math.inf, None) for name in runs}
+    best = dict.fromkeys(runs, (math.inf, None))
     for _ in range(repeats):
         for name, (fn, model) in runs.items():
             t = time.perf_counter()
@@ -124,8 +124,8 @@ def perplexities(args: argparse.Namespace, modes: list[str]) -> None:
     bf16 activations at every row count, not the dequantised matmul used for long prompts)."""
     from gptkit import load_model
     from gptkit.data import TokenShards
+    from gptkit.evaluate import evaluate
     from gptkit.quantize import Int8Linear
-    from gptkit.train import evaluate
     shards = TokenShards(args.ppl_data, "val")
     print(f"\nvalidation perplexity, {args.ppl_model} on {args.ppl_data} (val split):")
     base, rows = None, Int8Linear.PACK_MAX_ROWS
@@ -161,6 +161,7 @@ def main() -> None:
 
     import transformers
     from transformers import GPT2LMHeadModel
+
     from gptkit import load_model
     from gptkit.device import cpu_has_fast_bf16
     transformers.logging.set_verbosity_error()

@@ -58,7 +58,8 @@ def parse_args() -> argparse.Namespace:
 
 def environment(a: argparse.Namespace) -> dict:
     import torch
-    from gptkit.distributed import peak_flops
+
+    from gptkit.train.speed import peak_flops
     cuda = torch.cuda.is_available()
     if not cuda and not a.smoke:
         sys.exit("bench_gpu: no CUDA device visible (GPU_SH_SMOKE=1 runs the CPU smoke version)")
@@ -135,7 +136,8 @@ def training_figures(run: Path, tokens_per_step: int) -> dict:
 
 def decode(a: argparse.Namespace, run: Path) -> dict:
     import torch
-    from gptkit.checkpoint import load_model
+
+    from gptkit.hf import load_model
     cuda = torch.cuda.is_available()
     model = load_model(run, dtype="bfloat16" if cuda else "float32", device="cuda" if cuda else "cpu")
     tok = model.tokenizer

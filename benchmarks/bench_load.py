@@ -50,7 +50,7 @@ CHILD = textwrap.dedent("""
             return status("VmHWM")
 
     if which == "gptkit":
-        from gptkit.checkpoint import load_model
+        from gptkit.hf import load_model
         load = lambda p: load_model(p, dtype=dtype)
         forward = lambda m, x: m(x)
     else:
@@ -84,7 +84,7 @@ def make_checkpoint(directory: Path) -> Path:
 
 
 def make_tiny(directory: Path) -> Path:
-    from gptkit.checkpoint import save_model
+    from gptkit.hf import save_model
     from gptkit.model import GPT, GPTConfig
     save_model(GPT(GPTConfig(vocab_size=50, n_positions=8, n_embd=8, n_layer=1, n_head=2)), directory)
     return directory

@@ -23,8 +23,8 @@ from tiktoken_ext.openai_public import r50k_pat_str
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gptkit.data import format_summary, prepare, stdlib_corpus_files  # noqa: E402
-from gptkit.tokenizer import gpt2_tokenizer, train_bpe  # noqa: E402
+from gptkit.data import format_summary, prepare, stdlib_corpus_files
+from gptkit.tokenizer import gpt2_tokenizer, train_bpe
 
 
 def reference_gpt2() -> tiktoken.Encoding:

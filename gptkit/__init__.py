@@ -5,7 +5,7 @@ import os
 from typing import Any
 
 from .errors import GptkitError
-from .model import GPT, GPTConfig, PRESETS, preset_config
+from .model import GPT, PRESETS, GPTConfig, preset_config
 
 __version__ = "0.1.0"
 __all__ = ["GPT", "GPTConfig", "GptkitError", "PRESETS", "preset_config", "load_model",
@@ -20,7 +20,7 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str =
     stored). quantize: None, or "int8" (weight-only, per output channel: an inference model; see
     gptkit.quantize). The tokenizer saved beside the weights, if any, is `model.tokenizer`.
     """
-    from .checkpoint import load_model as _load
+    from .hf import load_model as _load
     from .quantize import quantize as _quantize
     return _quantize(_load(name_or_path, dtype=dtype, device=device), quantize)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -12,7 +12,7 @@ from .errors import GptkitError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-@lru_cache(maxsize=None)
+@cache
 def cpu_has_fast_bf16() -> bool:
     """AMX or AVX-512 BF16: the CPUs on which bf16 matmuls are real speed, not emulation."""
     try:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import os
 import re
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -164,39 +164,6 @@ def note(rt: Runtime, message: str) -> None:
         print(f"gptkit: warning: {message}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------------------- data
-
-def _seed(*parts: Any) -> int:
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def row_generator(seed: int, it: int, row: int) -> torch.Generator:
-    """The RNG of row `row` of step `it`'s global batch: a pure function of (seed, step, row)."""
-    g = torch.Generator()
-    g.manual_seed(_seed(seed, it, row))
-    return g
-
-
-def step_seed(seed: int, it: int, rank: int) -> int:
-    """The seed of the torch RNG (dropout) for one step of one rank: resumable without saved state."""
-    return _seed(seed, "dropout", it, rank)
-
-
-def micro_rows(batch_size: int, world_size: int, rank: int, micro: int) -> range:
-    """The global-batch rows of one rank's micro-step."""
-    first = (micro * world_size + rank) * batch_size
-    return range(first, first + batch_size)
-
-
-def rank_batch(data: Any, batch_size: int, block_size: int, seed: int, it: int, rt: Runtime,
-               micro: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's (x, y) for micro-step `micro` of step `it` (see the module docstring)."""
-    rows = [data.get_batch(1, block_size, row_generator(seed, it, g))
-            for g in micro_rows(batch_size, rt.world_size, rt.rank, micro)]
-    return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
-
-
 # ---------------------------------------------------------------------------- wrapping
 
 def wrap(model: torch.nn.Module, rt: Runtime, amp: torch.dtype | None, compile: bool) -> torch.nn.Module:
@@ -293,37 +260,3 @@ def load_full_into_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimi
     canonical = {"state": {index_to_name[i]: st for i, st in optim_state["state"].items()},
                  "param_groups": [{**s, "params": [index_to_name[i] for i in s["params"]]} for s in saved_groups]}
     set_optimizer_state_dict(model, optimizer, canonical, options=_options(full_state_dict=True))
-
-
-# ---------------------------------------------------------------------------- speed
-
-# Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; the first
-# name contained in the device's name wins.
-PEAK_BF16_TFLOPS: list[tuple[str, float]] = [
-    ("H200 NVL", 835.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0),
-    ("GH200", 989.0), ("H200", 989.0), ("H100", 989.0), ("H800", 989.0),
-    ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0),
-]
-
-
-def peak_flops_of(name: str) -> float | None:
-    """The dense bf16 peak in FLOP/s of a GPU by its name (torch.cuda.get_device_name); None if unknown."""
-    for key, tflops in PEAK_BF16_TFLOPS:
-        if key in name:
-            return tflops * 1e12
-    return None
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """The device's dense bf16 peak in FLOP/s; None on CPUs and on GPUs not in the table."""
-    if device.type != "cuda":
-        return None
-    return peak_flops_of(torch.cuda.get_device_name(device))
-
-
-def flops_per_token(model: torch.nn.Module, block_size: int) -> float:
-    """Training FLOPs per token, forward + backward (PaLM, appendix B): 6 N + 12 L H Q T, with N the
-    parameters less the position embedding (the tied wte is the output layer's matmul)."""
-    c = model.config
-    n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
-    return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block_size

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 def _onednn_linear_dtypes() -> tuple[torch.dtype, ...]:
     """The dtypes whose CPU inference products go to oneDNN directly (x86-64 only: measured there)."""
     import platform
+
     from .device import cpu_has_fast_bf16
     try:
         if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():

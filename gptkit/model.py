@@ -6,8 +6,8 @@ to the token embedding.
 
 Parameter names and config keys follow the Hugging Face GPT-2 layout (`transformer.wte`,
 `transformer.h.0.attn.c_attn`, `n_layer`, `n_embd`, ...), so a GPT-2 checkpoint is a loader away
-(see checkpoint.py). The one difference is storage: we use nn.Linear (out, in) where GPT-2 uses
-Conv1D (in, out); checkpoint.py transposes at the file boundary.
+(see gptkit/hf/). The one difference is storage: we use nn.Linear (out, in) where GPT-2 uses
+Conv1D (in, out); hf/gpt2.py transposes at the file boundary.
 """
 from __future__ import annotations
 

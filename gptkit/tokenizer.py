@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -272,7 +273,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     corpus runs out of pairs seen twice, and the rare token tiktoken could never produce is
     dropped (see `_from_trained_merges`).
     """
-    from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers, trainers
 
     if not isinstance(vocab_size, int) or vocab_size < MIN_BPE_VOCAB:
         raise GptkitError(f"BPE vocab_size must be an integer >= {MIN_BPE_VOCAB} (256 bytes + merges + <|endoftext|>), got {vocab_size!r}")
@@ -374,9 +376,70 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
         return bytes_tokenizer()
     if name == "bpe":
         raise GptkitError("tokenizer 'bpe' must be trained on a corpus first: use `gptkit prepare --tokenizer bpe`")
-    if Path(name).is_dir():
-        if not (Path(name) / "vocab.json").is_file() and (Path(name) / "tokenizer.json").is_file():
-            from .checkpoint import load_hf_tokenizer  # a Hugging Face fast-tokenizer directory
-            return load_hf_tokenizer(name)
-        return Tokenizer.load(name)
+    if Path(name).is_dir():  # vocab.json + merges.txt, or a tokenizer.json; else Tokenizer.load names what is missing
+        return load_hf_tokenizer(name) or Tokenizer.load(name)
     raise GptkitError(f"unknown tokenizer {name!r}: use gpt2, bytes, bpe (with prepare) or a directory with vocab.json and merges.txt")
+
+
+# ---------------------------------------------------------------------------- Hugging Face tokenizer files
+
+def load_hf_tokenizer(directory: str | os.PathLike) -> Tokenizer | None:
+    """A gptkit Tokenizer from a Hugging Face GPT-2 tokenizer directory, or None if it has no
+    tokenizer files. vocab.json + merges.txt are read as they are; a tokenizer.json (the "fast"
+    format) is converted: its model.vocab and model.merges are the same data."""
+    directory = Path(directory)
+    if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+        return Tokenizer.load(directory)
+    if (directory / "tokenizer.json").is_file():
+        return tokenizer_from_tokenizer_json(directory / "tokenizer.json")
+    return None
+
+
+def tokenizer_from_tokenizer_json(path: str | os.PathLike) -> Tokenizer:
+    """Convert a byte-level BPE tokenizer.json (GPT-2's) into a gptkit Tokenizer.
+
+    Anything that would make its ids differ from GPT-2-style byte-level BPE (a normalizer,
+    add_prefix_space, a non-BPE model, another pre-tokenizer) is refused by name.
+    """
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GptkitError(f"{path}: not valid JSON ({e})") from None
+    model = d.get("model") or {}
+    if model.get("type", "BPE") != "BPE" or not isinstance(model.get("vocab"), dict):
+        raise GptkitError(f"{path}: model type {model.get('type')!r} is not byte-level BPE (GPT-2's kind)")
+    pre = d.get("pre_tokenizer") or {}
+    pres = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    if len(pres) != 1 or pres[0].get("type") != "ByteLevel":
+        raise GptkitError(f"{path}: pre_tokenizer {pre.get('type')!r} is not GPT-2's ByteLevel")
+    if pres[0].get("add_prefix_space"):
+        raise GptkitError(f"{path}: add_prefix_space=true is not supported (GPT-2 adds no prefix space)")
+    if pres[0].get("use_regex", True) is False:
+        raise GptkitError(f"{path}: ByteLevel use_regex=false is not supported (GPT-2 splits with its regex)")
+    if d.get("normalizer"):
+        raise GptkitError(f"{path}: normalizer {d['normalizer'].get('type')!r} is not supported (GPT-2 has none)")
+    post = d.get("post_processor") or {}
+    posts = post.get("processors", [post]) if post.get("type") == "Sequence" else [post]
+    if any(pp.get("type") == "TemplateProcessing" and any("SpecialToken" in piece for piece in pp.get("single", []))
+           for pp in posts):
+        raise GptkitError(f"{path}: its post_processor adds special tokens to every text; GPT-2 adds none")
+    vocab = dict(model["vocab"])
+    for added in d.get("added_tokens") or []:
+        if added.get("content") == EOT:
+            vocab.setdefault(EOT, added.get("id"))
+    merges = []
+    for m in model.get("merges") or []:
+        merges.append(m if isinstance(m, str) else " ".join(m))
+    with tempfile.TemporaryDirectory(prefix="gptkit-tok-") as tmp:
+        Path(tmp, "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        Path(tmp, "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        config = path.parent / "tokenizer_config.json"  # its gptkit_kind, if gptkit wrote it first
+        if config.is_file():
+            Path(tmp, config.name).write_bytes(config.read_bytes())
+        try:
+            return Tokenizer.load(tmp)
+        except GptkitError as e:  # name the file the user has, not our temporary copy
+            msg = str(e).replace(str(Path(tmp) / "vocab.json"), str(path))
+            msg = msg.replace(str(Path(tmp) / "merges.txt"), str(path)).replace(tmp, str(path.parent))
+            raise GptkitError(msg) from None

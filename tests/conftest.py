@@ -64,3 +64,37 @@ def byte_data(tmp_path_factory, docstring_corpus) -> Path:
     out = tmp_path_factory.mktemp("data") / "bytes"
     prepare([corpus], out, tokenizer="bytes", val_fraction=0.2, seed=0, progress=False, num_workers=1)
     return out
+
+
+EOS = 256  # the bytes tokenizer's <|endoftext|>
+
+
+def build_random_gpt2(path, seed=0, vocab=257, n_positions=64, n_embd=32, n_layer=2, n_head=4, std=0.3, eos_boost=8.0,
+          tokenizer=True):
+    """A random GPT-2 saved by transformers. A wide init makes next-token distributions peaked and
+    a boosted end-of-text row makes sequences end at different steps, so that beams finish early,
+    rows stop on their own and early_stopping / length_penalty matter."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from gptkit.tokenizer import bytes_tokenizer
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=vocab, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                     bos_token_id=EOS, eos_token_id=EOS, pad_token_id=EOS, initializer_range=std)
+    hf = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        hf.transformer.wte.weight[EOS] *= eos_boost
+    hf.save_pretrained(path)
+    if tokenizer:
+        bytes_tokenizer().save(path)
+    return hf
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """(a transformers GPT-2 with a bytes tokenizer, the same model loaded by gptkit)."""
+    pytest.importorskip("transformers")
+    from gptkit import load_model
+    path = tmp_path_factory.mktemp("tiny")
+    hf = build_random_gpt2(path)
+    return hf, load_model(path)

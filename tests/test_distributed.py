@@ -20,11 +20,12 @@ import torch
 import torch.distributed as dist
 
 from gptkit import distributed as distr
-from gptkit.checkpoint import load_model
-from gptkit.data import TokenShards
+from gptkit.data import TokenShards, batches
 from gptkit.errors import GptkitError
+from gptkit.hf import load_model
 from gptkit.model import GPT, preset_config
-from gptkit.train import TrainConfig, read_metrics, train
+from gptkit.rundir import read_metrics
+from gptkit.train import TrainConfig, speed, train
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
@@ -138,28 +139,28 @@ def wait_for_checkpoint(runs: list[Path], procs: list[subprocess.Popen], at_leas
 def test_global_batch_rows_are_the_same_whatever_the_world_size(byte_data):
     shards = TokenShards(byte_data, "train")
     for world, batch, accum in ((1, 8, 1), (2, 4, 1), (4, 2, 1), (2, 2, 2), (1, 4, 2)):
-        rows = [list(distr.micro_rows(batch, world, r, m)) for m in range(accum) for r in range(world)]
+        rows = [list(batches.micro_rows(batch, world, r, m)) for m in range(accum) for r in range(world)]
         assert sorted(sum(rows, [])) == list(range(8))  # a partition of the 8 global rows
     one = distr.Runtime(torch.device("cpu"))
-    x1, y1 = distr.rank_batch(shards, 8, 16, 7, 3, one, 0)
-    parts = [distr.rank_batch(shards, 4, 16, 7, 3, distr.Runtime(torch.device("cpu"), rank=r, world_size=2), 0)
+    x1, y1 = batches.rank_batch(shards, 8, 16, 7, 3, one, 0)
+    parts = [batches.rank_batch(shards, 4, 16, 7, 3, distr.Runtime(torch.device("cpu"), rank=r, world_size=2), 0)
              for r in (0, 1)]
     assert torch.equal(torch.cat([p[0] for p in parts]), x1) and torch.equal(torch.cat([p[1] for p in parts]), y1)
     assert torch.equal(x1[:, 1:], y1[:, :-1])
-    assert not torch.equal(distr.rank_batch(shards, 8, 16, 7, 4, one, 0)[0], x1)  # another step, other rows
+    assert not torch.equal(batches.rank_batch(shards, 8, 16, 7, 4, one, 0)[0], x1)  # another step, other rows
 
 
 def test_mfu_flops_and_peaks():
     with torch.device("meta"):
         gpt2 = GPT(preset_config("gpt2", vocab_size=50257))
     n = 124_439_808 - 1024 * 768  # GPT-2 124M less its position embedding
-    assert distr.flops_per_token(gpt2, 1024) == 6 * n + 12 * 12 * 12 * 64 * 1024
-    assert distr.peak_flops_of("NVIDIA H100 80GB HBM3") == 989e12
-    assert distr.peak_flops_of("NVIDIA H200") == 989e12
-    assert distr.peak_flops_of("NVIDIA H100 PCIe") == 756e12
-    assert distr.peak_flops_of("NVIDIA A100-SXM4-80GB") == 312e12
-    assert distr.peak_flops_of("Tesla T4") is None
-    assert distr.peak_flops(torch.device("cpu")) is None
+    assert speed.flops_per_token(gpt2, 1024) == 6 * n + 12 * 12 * 12 * 64 * 1024
+    assert speed.peak_flops_of("NVIDIA H100 80GB HBM3") == 989e12
+    assert speed.peak_flops_of("NVIDIA H200") == 989e12
+    assert speed.peak_flops_of("NVIDIA H100 PCIe") == 756e12
+    assert speed.peak_flops_of("NVIDIA A100-SXM4-80GB") == 312e12
+    assert speed.peak_flops_of("Tesla T4") is None
+    assert speed.peak_flops(torch.device("cpu")) is None
 
 
 def test_bad_distributed_setups_are_clear_errors(byte_data, tmp_path, monkeypatch):

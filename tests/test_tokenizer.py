@@ -6,7 +6,8 @@ import sys
 import pytest
 import tiktoken
 import tiktoken.load
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tiktoken_ext.openai_public import r50k_pat_str
 
 import gptkit.tokenizer as tk

@@ -1,4 +1,5 @@
 import gzip
+import importlib
 import json
 import math
 import os
@@ -7,14 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import gptkit.data as data
-from gptkit.data import ReadStats, TokenShards, format_summary, iter_documents, prepare, stdlib_corpus_files, unigram_entropy
+from gptkit.data import (
+    ReadStats,
+    TokenShards,
+    corpus,
+    format_summary,
+    iter_documents,
+    prepare,
+    stdlib_corpus_files,
+    unigram_entropy,
+)
 from gptkit.errors import GptkitError
 from gptkit.tokenizer import Tokenizer, bytes_tokenizer, gpt2_tokenizer
 
 from conftest import SAMPLE_TEXT
+
+prepare_module = importlib.import_module("gptkit.data.prepare")  # the module (the package exports the function)
 
 B = bytes_tokenizer()
 
@@ -143,16 +155,16 @@ def test_bad_gzip(tmp_path):
 @pytest.fixture
 def tiny_pieces(monkeypatch):
     """Make documents over ~300 characters flow in pieces, as multi-megabyte ones do."""
-    monkeypatch.setattr(data, "PIECE_CHARS", 300)
-    monkeypatch.setattr(data, "BLOCK_BYTES", 64)
-    monkeypatch.setattr(data, "BATCH_CHARS", 500)
+    monkeypatch.setattr(corpus, "PIECE_CHARS", 300)
+    monkeypatch.setattr(corpus, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(prepare_module, "BATCH_CHARS", 500)
 
 
 def test_long_documents_stream_in_pieces_with_identical_tokens(tmp_path, tiny_pieces):
     text = ("def f(x):\n    return x  # café\n\nclass C:\n  pass\n" * 40) + "\n\n\n   end  \n"
     write(tmp_path / "big.py", text)
     write(tmp_path / "big.py.gz", text)
-    pieces = list(data._iter_pieces([(tmp_path / "big.py", False)], "text", ReadStats()))
+    pieces = list(corpus._iter_pieces([(tmp_path / "big.py", False)], "text", ReadStats()))
     assert len(pieces) > 3 and [p[2] for p in pieces] == [False] * (len(pieces) - 1) + [True]
     assert "".join(p[0] for p in pieces) == text
     gpt2 = gpt2_tokenizer()
@@ -167,14 +179,14 @@ def test_long_documents_stream_in_pieces_with_identical_tokens(tmp_path, tiny_pi
 @given(st.text(alphabet="ab Z\n\r\t.,'s日é1_-\u00a0\u3000", max_size=200))
 def test_safe_cuts_never_change_tokens(text):
     gpt2 = gpt2_tokenizer()
-    cuts = [0] + [m.end() for m in data._SAFE_CUT.finditer(text)] + [len(text)]
+    cuts = [0] + [m.end() for m in corpus._SAFE_CUT.finditer(text)] + [len(text)]
     assert [i for a, b in zip(cuts, cuts[1:]) for i in gpt2.encode(text[a:b])] == gpt2.encode(text)
 
 
 def test_long_single_line_prose_streams_too(tmp_path, tiny_pieces):
     text = "The cat sat on the mat, and the dog ran far away. " * 40
     write(tmp_path / "prose.txt", text)
-    pieces = list(data._iter_pieces([(tmp_path / "prose.txt", False)], "text", ReadStats()))
+    pieces = list(corpus._iter_pieces([(tmp_path / "prose.txt", False)], "text", ReadStats()))
     assert len(pieces) > 3 and "".join(p[0] for p in pieces) == text
     gpt2 = gpt2_tokenizer()
     assert [i for p in pieces for i in gpt2.encode(p[0])] == gpt2.encode(text)
@@ -200,7 +212,7 @@ def test_prepare_text_files(tmp_path):
     train, val = meta["splits"]["train"], meta["splits"]["val"]
     assert train["documents"] + val["documents"] == meta["documents"] == 30 and val["documents"] > 0
     # each split is its documents' tokens + eot, in corpus order, and every count adds up
-    in_val = [data._is_val(1, i, 0.2) for i in range(30)]
+    in_val = [prepare_module._is_val(1, i, 0.2) for i in range(30)]
     for name, split, want in (("train", train, False), ("val", val, True)):
         docs = [t for t, v in zip(texts, in_val) if v == want]
         assert split_tokens(out, name).tolist() == expected(B, docs)

@@ -1,6 +1,6 @@
 """Generation: parity with transformers' generate on identical weights, sampling statistics,
-batching, stop strings, streaming, the context rule, int8, and the CLI."""
-import json
+batching, stop strings, streaming and the context rule (int8: test_quantize.py; the CLI:
+tests/cli/test_generate_cli.py)."""
 import warnings
 
 import numpy as np
@@ -12,38 +12,14 @@ transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from gptkit import load_model  # noqa: E402
-from gptkit.cli import main  # noqa: E402
 from gptkit.errors import GptkitError  # noqa: E402
-from gptkit.generate import banned_ngram_tokens, generate, generate_text, stream  # noqa: E402
-from gptkit.quantize import Int8Linear  # noqa: E402
-from gptkit.tokenizer import bytes_tokenizer  # noqa: E402
+from gptkit.generate import generate, generate_text, stream  # noqa: E402
+from gptkit.generate.processors import banned_ngram_tokens  # noqa: E402
+
+from conftest import EOS  # noqa: E402
+from conftest import build_random_gpt2 as build  # noqa: E402
 
 transformers.logging.set_verbosity_error()
-EOS = 256  # the bytes tokenizer's <|endoftext|>
-
-
-def build(path, seed=0, vocab=257, n_positions=64, n_embd=32, n_layer=2, n_head=4, std=0.3, eos_boost=8.0,
-          tokenizer=True):
-    """A random GPT-2 saved by transformers. A wide init makes next-token distributions peaked and
-    a boosted end-of-text row makes sequences end at different steps, so that beams finish early,
-    rows stop on their own and early_stopping / length_penalty matter."""
-    torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-                     bos_token_id=EOS, eos_token_id=EOS, pad_token_id=EOS, initializer_range=std)
-    hf = GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():
-        hf.transformer.wte.weight[EOS] *= eos_boost
-    hf.save_pretrained(path)
-    if tokenizer:
-        bytes_tokenizer().save(path)
-    return hf
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    hf = build(path)
-    return hf, load_model(path)
 
 
 def prompts(n=4, lo=3, hi=9, seed=0):
@@ -401,104 +377,3 @@ def test_stream_equals_generate_text(tiny):
     streamed = "".join(stream(m, "Hello", max_new_tokens=30, do_sample=True, seed=3, top_p=0.9))
     r = generate_text(m, m.tokenizer, "Hello", max_new_tokens=30, do_sample=True, seed=3, top_p=0.9)[0]
     assert streamed == r["text"]
-
-
-# ---------------------------------------------------------------------------- int8, dtypes
-
-def test_int8_linear_is_per_channel_symmetric_int8():
-    torch.manual_seed(0)
-    w = torch.randn(48, 32)
-    w[3] *= 100  # a per-channel scale keeps other rows precise
-    lin = Int8Linear(w, torch.randn(48))
-    assert lin.weight.dtype == torch.int8 and lin.weight.abs().max() <= 127
-    assert torch.allclose(lin.dequantized(), w, atol=float(lin.scale.max()) / 2 + 1e-6)
-    assert (lin.dequantized() - w)[0].abs().max() < 0.05
-    for rows in (5, 40):  # the int8pack kernel (decoding) and the dequantised matmul (prompts)
-        x = torch.randn(rows, 32)
-        ref = x @ lin.dequantized().t() + lin.bias
-        assert torch.allclose(lin(x), ref, rtol=2e-2, atol=2e-2 * float(ref.abs().max()))
-
-
-def test_inference_linear_path_equals_f_linear_and_keeps_autograd():
-    from gptkit.kernels import Linear
-    torch.manual_seed(0)
-    lin = Linear(64, 96)
-    x = torch.randn(3, 7, 64, requires_grad=True)
-    with torch.no_grad():
-        fast = lin(x)
-    ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
-    assert torch.allclose(fast, ref, atol=1e-5)
-    lin(x).sum().backward()  # with grad it is F.linear: gradients flow
-    assert x.grad is not None and lin.weight.grad is not None
-    lin = lin.bfloat16()  # bf16: a packed copy of the weight, rebuilt when the weight changes
-    xb = x.detach().bfloat16()
-    with torch.no_grad():
-        assert torch.equal(lin(xb), torch.nn.functional.linear(xb, lin.weight, lin.bias))
-        lin.weight.mul_(-1)
-        assert torch.equal(lin(xb), torch.nn.functional.linear(xb, lin.weight, lin.bias))
-    assert list(lin.state_dict()) == ["weight", "bias"]
-
-
-def test_int8_and_bf16_models_generate_close_to_fp32(tmp_path):
-    build(tmp_path, n_embd=64, std=0.05)
-    fp32 = load_model(tmp_path)
-    x = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ref = fp32(x).float().log_softmax(-1)
-        for q, dt in ((None, "bfloat16"), ("int8", None), ("int8", "bfloat16")):
-            m = load_model(tmp_path, dtype=dt, quantize=q)
-            got = m(x).float().log_softmax(-1)
-            kl = (ref.exp() * (ref - got)).sum(-1).mean().item()
-            top1 = (ref.argmax(-1) == got.argmax(-1)).float().mean().item()
-            assert kl < 5e-3 and top1 > 0.9, (q, dt, kl, top1)
-            assert m.generate(x, max_new_tokens=5).shape == (4, 21)
-    assert isinstance(load_model(tmp_path, quantize="int8").lm_head, Int8Linear)
-    with pytest.raises(GptkitError, match="unknown quantization"):
-        load_model(tmp_path, quantize="int4")
-
-
-# ---------------------------------------------------------------------------- CLI
-
-def cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_json_matches_the_python_api(tiny, capsys):
-    _, m = tiny
-    d = m.source
-    code, out, err = cli(capsys, "generate", "--model", d, "Hello", "Hi", "--no-do-sample", "--max-new-tokens", "12",
-                         "--dtype", "float32", "--json", "--no-stream")
-    assert code == 0, err
-    rows = [json.loads(line) for line in out.splitlines()]
-    ref = generate_text(m, m.tokenizer, ["Hello", "Hi"], max_new_tokens=12)
-    assert [r["text"] for r in rows] == [r["text"] for r in ref]
-    assert [r["token_ids"] for r in rows] == [r["token_ids"] for r in ref]
-    assert [r["index"] for r in rows] == [0, 1] and rows[1]["prompt"] == "Hi"
-    code, out, err = cli(capsys, "generate", "--model", d, "Hello", "--num-beams", "3", "--num-return-sequences", "2",
-                         "--length-penalty", "0.5", "--early-stopping", "true", "--max-new-tokens", "8",
-                         "--dtype", "float32", "--json")
-    assert code == 0, err
-    rows = [json.loads(line) for line in out.splitlines()]
-    ids = m.generate([m.tokenizer.encode("Hello")], max_new_tokens=8, num_beams=3, num_return_sequences=2,
-                     length_penalty=0.5, early_stopping=True)
-    for r, row in zip(rows, ids[:, 5:].tolist()):
-        assert row[: len(r["token_ids"])] == r["token_ids"]
-
-
-def test_cli_streams_and_reports_errors(tiny, capsys):
-    _, m = tiny
-    d = m.source
-    code, out, err = cli(capsys, "generate", "--model", d, "Hello", "--stream", "--seed", "3", "--top-p", "0.9",
-                         "--max-new-tokens", "30", "--dtype", "float32")
-    assert code == 0, err
-    ref = generate_text(m, m.tokenizer, "Hello", max_new_tokens=30, do_sample=True, seed=3, top_p=0.9)[0]
-    assert out == "Hello" + ref["text"] + "\n"
-    code, out, err = cli(capsys, "generate", "--model", d, "Hello", "-n", "2", "--no-do-sample")
-    assert code == 2 and "needs do_sample=True" in err and out == ""
-    code, out, err = cli(capsys, "generate", "--model", d, "x" * 60, "--max-new-tokens", "10", "--stream")
-    assert code == 2 and "--context truncate" in err and out == ""
-    code, out, err = cli(capsys, "generate", "--model", d, "x" * 60, "--max-new-tokens", "10", "--context",
-                         "truncate", "--quantize", "int8", "--json")
-    assert code == 0 and "gptkit: warning: " in err and "last 54 prompt tokens" in err

@@ -21,13 +21,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import gptkit
-from gptkit.checkpoint import load_model, save_model
 from gptkit.errors import GptkitError
+from gptkit.hf import load_model, save_model
 from gptkit.model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config,  # noqa: E402
-                          GPT2LMHeadModel, GPT2Model)
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["Hello world! It's 2024; we'll see.", "  naïve café 日本語 😀\n\n\ttabs   and spaces ",
@@ -505,7 +504,7 @@ def test_124m_logit_and_greedy_parity(gpt2_124m_dir):
 MEASURE = textwrap.dedent("""
     import json, sys
     import torch
-    from gptkit.checkpoint import load_model
+    from gptkit.hf import load_model
 
     def status(key):  # /proc, not ru_maxrss: that one is inherited from this test process
         for line in open("/proc/self/status"):
@@ -572,6 +571,7 @@ def fake_hub(tmp_path, monkeypatch):
     """huggingface_hub.snapshot_download replaced by a copy from a local 'repo' honouring
     allow_patterns, recording each call; online mode."""
     import fnmatch
+
     import huggingface_hub
     repos: dict[str, Path] = {}
     calls: list[tuple[str, list[str], bool]] = []

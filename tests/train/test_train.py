@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptkit.checkpoint import load_model
 from gptkit.errors import GptkitError
-from gptkit.train import TrainConfig, lr_at, read_metrics, train, with_default_lr
+from gptkit.hf import load_model
+from gptkit.rundir import read_metrics
+from gptkit.train import TrainConfig, lr_at, train, with_default_lr
+
 
 def small_cfg(data: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=str(data), out=str(out), preset="tiny", block_size=32, batch_size=8, max_iters=20,

@@ -1,0 +1,88 @@
+"""`gptkit prepare`: text files -> token shards; also the cached preparation `train` uses."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import GptkitError
+
+# The embedded default: a corpus every Python has, its standard library's own source.
+STDLIB_TOKENIZER = "bpe"
+STDLIB_VOCAB = 4096
+STDLIB_MAX_BYTES = 24_000_000
+STDLIB_PROMPTS = ["def fibonacci(n):\n", "import os\n\n\ndef list_files(", "class Stack:\n    def __init__(self"]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("GPTKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "gptkit")
+    return Path(base)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from ..data import format_summary, prepare
+    t0 = time.time()
+    vocab_size = args.vocab_size or (8192 if args.tokenizer == "bpe" else None)
+    meta = prepare(args.inputs, args.out, tokenizer=args.tokenizer, vocab_size=vocab_size,
+                   field=args.field, val_fraction=args.val_fraction, seed=args.seed,
+                   num_workers=args.workers, on_decode_error=args.on_decode_error,
+                   overwrite=args.overwrite, progress=not args.quiet)
+    print(format_summary(meta, time.time() - t0))
+    return 0
+
+
+def stdlib_data_dir(progress: bool = True) -> Path:
+    """Prepare (once, then reuse) the Python standard library corpus in the cache directory."""
+    from ..data import stdlib_corpus_files
+    out = _cache_dir() / f"data/stdlib-{STDLIB_TOKENIZER}{STDLIB_VOCAB}"
+    return _prepare_once(lambda: stdlib_corpus_files(max_bytes=STDLIB_MAX_BYTES), out,
+                         STDLIB_TOKENIZER, STDLIB_VOCAB, progress, "the embedded corpus, Python's standard library")
+
+
+def corpus_data_dir(corpus: Path, tokenizer: str, vocab_size: int | None, progress: bool = True) -> Path:
+    """`train --data` given raw text (a file or a directory of them): prepare it once into the cache."""
+    import hashlib
+    src = corpus.resolve()
+    key = hashlib.blake2b(f"{src}|{tokenizer}|{vocab_size}".encode(), digest_size=6).hexdigest()
+    out = _cache_dir() / f"data/{src.name}-{Path(tokenizer).name}-{key}"
+    return _prepare_once(lambda: [src], out, tokenizer, vocab_size, progress, str(src))
+
+
+def _prepare_once(sources: Any, out: Path, tokenizer: str, vocab_size: int | None, progress: bool,
+                  what: str) -> Path:
+    """Rank 0 prepares (unless already done); other torchrun ranks wait for its meta.json."""
+    from ..data import format_summary, prepare
+    if (out / "meta.json").is_file():
+        return out
+    if os.environ.get("RANK", "0") != "0":
+        deadline = time.time() + 3600
+        while not (out / "meta.json").is_file():
+            if time.time() > deadline:
+                raise GptkitError(f"timed out waiting for rank 0 to prepare {out}")
+            time.sleep(1)
+        return out
+    print(f"Preparing {what} with the {tokenizer} tokenizer into {out}", file=sys.stderr)
+    t0 = time.time()
+    meta = prepare(sources(), out, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
+    print(format_summary(meta, time.time() - t0), file=sys.stderr)
+    return out
+
+
+def register(sub: Any) -> None:
+    pr = sub.add_parser("prepare", help="tokenize text files into token shards")
+    pr.add_argument("inputs", nargs="+", help=".txt/.md/.py/.jsonl files (or .gz of them), or directories")
+    pr.add_argument("--tokenizer", default="gpt2", help="gpt2, bytes, bpe, or a tokenizer directory")
+    pr.add_argument("--vocab-size", type=int, default=None, help="for --tokenizer bpe (default 8192)")
+    pr.add_argument("--out", required=True, help="the data directory to write")
+    pr.add_argument("--field", default="text", help="the text field of .jsonl records")
+    pr.add_argument("--val-fraction", type=float, default=0.01)
+    pr.add_argument("--seed", type=int, default=1337)
+    pr.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    pr.add_argument("--on-decode-error", choices=["replace", "skip", "error"], default="replace")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing data directory")
+    pr.add_argument("-q", "--quiet", action="store_true")
+    pr.set_defaults(func=cmd_prepare)

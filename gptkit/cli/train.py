@@ -1,0 +1,79 @@
+"""`gptkit train`: every TrainConfig field is a flag (see gptkit/train/config.py for their help)."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from .args import add_dataclass_args, from_args, load_config_file
+from .prepare import STDLIB_PROMPTS, STDLIB_TOKENIZER, STDLIB_VOCAB, corpus_data_dir, stdlib_data_dir
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    from ..train import TrainConfig
+    base = load_config_file(args.config) if args.config else {}
+    values = from_args(TrainConfig, argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "progress"}), base)
+    if args.data is not None:
+        values["data"] = args.data
+    values["progress"] = not args.quiet
+    return TrainConfig.from_dict(values, source=args.config or "flags")
+
+
+def _fresh_run_dir(default: Path) -> Path:
+    """The default run directory, or default-2, default-3, ... if it already holds a run."""
+    candidate, n = default, 1
+    while (candidate / "checkpoints").exists():
+        n += 1
+        candidate = default.with_name(f"{default.name}-{n}")
+    return candidate
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import train
+    cfg = train_config_from_args(args)
+    embedded = cfg.data is None
+    if embedded:
+        cfg.data = str(stdlib_data_dir(progress=cfg.progress))
+    elif Path(cfg.data).exists() and not (Path(cfg.data) / "meta.json").is_file():
+        vocab = args.vocab_size or (STDLIB_VOCAB if args.tokenizer == "bpe" else None)
+        cfg.data = str(corpus_data_dir(Path(cfg.data), args.tokenizer, vocab, progress=cfg.progress))
+    if "out" not in vars(args) and not cfg.resume and "RANK" not in os.environ:
+        cfg.out = str(_fresh_run_dir(Path(cfg.out)))  # no --out: never collide with an earlier run
+    result = train(cfg)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    v = result.val
+    print(f"trained {result.step} steps ({result.stopped_by}), {result.tokens_per_s:,.0f} tokens/s; "
+          f"val loss {v.get('loss', float('nan')):.4f}, perplexity {v.get('perplexity', float('nan')):.2f}, "
+          f"bits/byte {v.get('bits_per_byte', float('nan')):.4f}")
+    print(f"model saved in {result.out} (config.json + model.safetensors + tokenizer; loss curve loss.png)")
+    if args.samples:
+        _print_samples(result.out, STDLIB_PROMPTS if embedded else None, args.samples)
+    return 0
+
+
+def _print_samples(model_dir: Path, prompts: list[str] | None, n: int) -> None:
+    from ..generate import generate_text
+    from ..hf import load_model
+    model = load_model(model_dir)
+    tok = model.tokenizer
+    prompts = prompts or [""] * n  # "": start a fresh document, after an end-of-text token
+    for i, prompt in enumerate(prompts[:n]):
+        out = generate_text(model, tok, prompt, max_new_tokens=120, do_sample=True, temperature=0.8,
+                            top_k=50, seed=i)[0]
+        print(f"\n--- sample {i + 1} (prompt {prompt!r}) ---\n{prompt}{out['text']}")
+
+
+def register(sub: Any) -> None:
+    tr = sub.add_parser("train", help="train a GPT (no --data: the Python standard library corpus)")
+    tr.add_argument("--data", default=None, help="a directory written by `gptkit prepare`, or raw text "
+                    "(a file or directory of .txt/.md/.py/.jsonl), prepared once into the cache")
+    tr.add_argument("--tokenizer", default=STDLIB_TOKENIZER, help="for raw --data: gpt2, bytes, bpe (default)")
+    tr.add_argument("--vocab-size", type=int, default=None, help=f"for raw --data with bpe (default {STDLIB_VOCAB})")
+    tr.add_argument("--config", default=None, help="a JSON or TOML file of training options; flags override it")
+    from ..train import TrainConfig
+    add_dataclass_args(tr, TrainConfig, skip=("data", "progress"))
+    tr.add_argument("--samples", type=int, default=3, help="samples to print after training (0: none)")
+    tr.add_argument("-q", "--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)

@@ -1,0 +1,283 @@
+"""Reading inputs into documents: files, directories, .gz, .jsonl; the embedded stdlib corpus.
+"""
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+import os
+import re
+import sysconfig
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import GptkitError
+
+DECODE_POLICIES = ("replace", "skip", "error")
+BLOCK_BYTES = 1 << 20  # read files in 1 MiB blocks
+PIECE_CHARS = 1 << 20  # a document longer than this flows through in pieces of about this size
+SNIFF_BYTES = 8192  # a NUL byte in a walked file's first 8 KiB marks it as binary
+BINARY_SUFFIXES = frozenset(
+    ".png .jpg .jpeg .gif .bmp .ico .webp .tif .tiff .svgz .pdf .zip .tar .tgz .bz2 .xz .lzma .zst .7z .rar "
+    ".whl .egg .jar .class .so .dll .dylib .exe .o .a .lib .obj .pyc .pyo .pyd .bin .dat .npy .npz .pt .pth "
+    ".ckpt .safetensors .onnx .pkl .pickle .db .sqlite .sqlite3 .mp3 .mp4 .wav .flac .ogg .avi .mov .mkv .webm "
+    ".woff .woff2 .ttf .otf .eot .psd .parquet .arrow .feather .h5 .hdf5".split()
+)
+# Where a long document may be cut without changing its tokens, because GPT-2's regex never
+# lets a piece cross there: after a newline with a letter, digit or ASCII symbol on both
+# sides, or between an ASCII letter and " letter" (the space starts the next word's piece).
+_SAFE_CUT = re.compile(r"[\w!-~]\n(?=[\w!-~])|[A-Za-z](?= [A-Za-z])")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+@dataclass
+class Document:
+    text: str
+    source: str  # "path" or "path:line" for .jsonl
+
+
+@dataclass
+class ReadStats:
+    """What reading skipped or repaired, reported in meta.json."""
+
+    policy: str = "replace"
+    replaced_documents: int = 0  # had undecodable bytes turned into U+FFFD
+    skipped_documents: int = 0  # had undecodable bytes and policy "skip"
+    empty_documents: int = 0  # no text at all: left out
+    binary_files: int = 0  # found while walking a directory and left out
+    files: int = 0
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+_replacements = [0]  # bumped by the "gptkit-count" codec error handler below
+
+
+def _count_and_replace(err: UnicodeDecodeError) -> tuple[str, int]:
+    _replacements[0] += 1
+    return "\ufffd", err.end
+
+
+codecs.register_error("gptkit-count", _count_and_replace)
+
+
+def _inner_suffix(path: Path) -> str:
+    """".jsonl" for both a.jsonl and a.jsonl.gz."""
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    return Path(name).suffix.lower()
+
+
+def _list_files(inputs: Iterable[str | os.PathLike], exclude: Path | None = None) -> list[tuple[Path, bool]]:
+    """Files to read, as (path, found_by_walking); directories are walked sorted, skipping hidden
+    names, binary suffixes and the directory `exclude` (prepare's own output)."""
+    exclude = exclude.resolve() if exclude is not None else None
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            files.append((path, False))
+        elif path.is_dir():
+            walked = []
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(root, d).resolve() != exclude)
+                walked += [Path(root, n) for n in names if not n.startswith(".")]
+            walked = [p for p in walked if _inner_suffix(p) not in BINARY_SUFFIXES]
+            files += [(p, True) for p in sorted(walked, key=lambda p: p.parts)]
+        else:
+            raise GptkitError(f"input {path} does not exist")
+    return files
+
+
+@contextmanager
+def _open_bytes(path: Path):
+    """(decompressed stream, raw file) so progress can follow the bytes read from disk."""
+    with open(path, "rb") as raw:
+        if path.name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw) as f:
+                yield f, raw
+        else:
+            yield raw, raw
+
+
+def _utf8_ok(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with _open_bytes(path) as (f, _):
+            while block := f.read(BLOCK_BYTES):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
+    """One plain-text file as one document, in pieces: (text, source, is_last, disk_bytes)."""
+    policy = stats.policy
+    decoder = codecs.getincrementaldecoder("utf-8")("gptkit-count" if policy == "replace" else "strict")
+    replaced_before, checked, buf, pos, offset, searched = _replacements[0], False, "", 0, 0, 0
+    with _open_bytes(path) as (f, raw):
+        while True:
+            block = f.read(BLOCK_BYTES)
+            if offset == 0 and walked and b"\0" in block[:SNIFF_BYTES]:
+                stats.binary_files += 1
+                return
+            try:
+                buf += decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                if policy == "skip":  # nothing was yielded yet: long documents are checked first
+                    stats.skipped_documents += 1
+                    return
+                raise GptkitError(f"{path}: invalid UTF-8 at byte {offset + e.start} (use on_decode_error 'replace' or 'skip')") from None
+            offset += len(block)
+            if not block:
+                break
+            if len(buf) >= PIECE_CHARS:
+                cut, searched = _last_safe_cut(buf, searched), len(buf)
+                if cut > 0:
+                    if policy == "skip" and not checked:
+                        if not _utf8_ok(path):
+                            stats.skipped_documents += 1
+                            return
+                        checked = True
+                    yield buf[:cut], str(path), False, raw.tell() - pos
+                    buf, pos, searched = buf[cut:], raw.tell(), len(buf) - cut
+        if _replacements[0] != replaced_before:
+            stats.replaced_documents += 1
+        yield buf, str(path), True, raw.tell() - pos
+
+
+def _last_safe_cut(text: str, searched: int) -> int:
+    """Index of the last safe cut in `text`, or -1; text[:searched] is known to have none."""
+    cut = -1
+    for m in _SAFE_CUT.finditer(text, max(0, searched - 2)):
+        cut = m.end()
+    return cut
+
+
+def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
+    """One document per non-blank line, taking `field`."""
+    policy = stats.policy
+    with _open_bytes(path) as (f, raw):
+        pos = 0
+        for lineno, line in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            if lineno == 1 and walked and b"\0" in line[:SNIFF_BYTES]:
+                stats.binary_files += 1
+                return
+            if not line.strip():
+                continue
+            replaced = False
+            try:
+                line_text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if policy == "error":
+                    raise GptkitError(f"{where}: invalid UTF-8 at byte {e.start} of the line (use on_decode_error 'replace' or 'skip')") from None
+                if policy == "skip":
+                    stats.skipped_documents += 1
+                    continue
+                line_text, replaced = line.decode("utf-8", errors="replace"), True
+            try:
+                obj = json.loads(line_text)
+            except json.JSONDecodeError as e:
+                raise GptkitError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict) or field not in obj:
+                raise GptkitError(f"{where}: no field {field!r} in this JSON line (choose the text field with --field)")
+            text = obj[field]
+            if not isinstance(text, str):
+                raise GptkitError(f"{where}: field {field!r} is a {type(text).__name__}, not a string")
+            if _LONE_SURROGATE.search(text):  # "\udc80" escapes: not encodable text
+                if policy == "error":
+                    raise GptkitError(f"{where}: field {field!r} holds a lone UTF-16 surrogate (use on_decode_error 'replace' or 'skip')")
+                if policy == "skip":
+                    stats.skipped_documents += 1
+                    continue
+                text, replaced = _LONE_SURROGATE.sub("\ufffd", text), True
+            stats.replaced_documents += replaced
+            yield text, where, True, raw.tell() - pos
+            pos = raw.tell()
+
+
+def _read_file(path: Path, walked: bool, field: str, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
+    try:
+        if _inner_suffix(path) == ".jsonl":
+            yield from _jsonl_pieces(path, walked, field, stats)
+        else:
+            yield from _text_pieces(path, walked, stats)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise GptkitError(f"{path}: not a readable gzip file ({e or 'truncated'})") from None
+    except OSError as e:
+        raise GptkitError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _iter_pieces(files: list[tuple[Path, bool]], field: str, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
+    """All documents' text as (text, source, is_last_piece_of_document, disk_bytes); empty ones left out."""
+    for path, walked in files:
+        stats.files += 1
+        first = True
+        for piece in _read_file(path, walked, field, stats):
+            if first and piece[2] and not piece[0]:
+                stats.empty_documents += 1
+            else:
+                yield piece
+            first = piece[2]
+
+
+def _check_policy(on_decode_error: str) -> None:
+    if on_decode_error not in DECODE_POLICIES:
+        raise GptkitError(f"on_decode_error must be one of {', '.join(DECODE_POLICIES)}, got {on_decode_error!r}")
+
+
+def iter_documents(
+    inputs: Iterable[str | os.PathLike],
+    field: str = "text",
+    on_decode_error: str = "replace",
+    stats: ReadStats | None = None,
+) -> Iterator[Document]:
+    """Documents of `inputs`: a text file is one, a .jsonl line is one (its `field`), .gz is read
+    through; directories are walked recursively in sorted order, skipping hidden and binary files.
+
+    Undecodable bytes: "replace" with U+FFFD, "skip" the document, or "error"; `stats` counts them.
+    """
+    _check_policy(on_decode_error)
+    stats = stats if stats is not None else ReadStats()
+    stats.policy = on_decode_error
+    parts = []
+    for text, source, last, _ in _iter_pieces(_list_files(_as_list(inputs)), field, stats):
+        parts.append(text)
+        if last:
+            yield Document("".join(parts), source)
+            parts = []
+
+
+def _as_list(inputs) -> list:
+    return [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+
+
+# -- the built-in corpus -------------------------------------------------------------------
+
+
+def stdlib_corpus_files(max_bytes: int | None = None) -> list[Path]:
+    """Python's own standard library sources (no tests, no site-packages), sorted.
+
+    With `max_bytes`, the longest sorted prefix within that many bytes (at least one file).
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+    files = []
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".")]  # prune: site-packages is huge
+        files += [Path(dirpath, n) for n in names if n.endswith(".py")]
+    files.sort(key=lambda p: p.relative_to(root).parts)
+    if max_bytes is None:
+        return files
+    kept, total = [], 0
+    for p in files:
+        total += p.stat().st_size
+        if kept and total > max_bytes:
+            break
+        kept.append(p)
+    return kept

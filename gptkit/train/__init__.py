@@ -1,0 +1,13 @@
+"""Training: `train(TrainConfig(...)) -> TrainResult`.
+
+config.py (TrainConfig, every option with its help), schedule.py (learning rates), optim.py
+(optimizers), loop.py (the training loop), speed.py (FLOPs per token, MFU).
+"""
+from __future__ import annotations
+
+from .config import TrainConfig
+from .loop import TrainResult, build_model, check_block_size, model_config, train
+from .schedule import DEFAULT_LR, FINETUNE_LR, lr_at, with_default_lr
+
+__all__ = ["DEFAULT_LR", "FINETUNE_LR", "TrainConfig", "TrainResult", "build_model", "check_block_size", "lr_at",
+           "model_config", "train", "with_default_lr"]
