@@ -11,6 +11,7 @@ run: install
 	$(PY) -m gptkit train
 
 test: install
+	$(PY) -m ruff check gptkit tests benchmarks
 	$(PY) -m pytest -q
 
 bench: install
