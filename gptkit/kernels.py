@@ -50,6 +50,11 @@ class Linear(nn.Linear):
             return torch.ops.mkldnn._linear_pointwise(x, w, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
+    def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of this layer's logits for h (N, in) against targets (N,), without
+        materialising the (N, out) logits (see linear_cross_entropy)."""
+        return linear_cross_entropy(h, self.weight, targets)
+
     def _packed(self) -> torch.Tensor:
         w = self.weight
         key = (w.data_ptr(), w._version, w.dtype, tuple(w.shape))

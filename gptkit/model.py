@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
 from .errors import GptkitError
-from .kernels import Linear, linear_cross_entropy
+from .kernels import Linear
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
 
 
 @dataclass
@@ -135,16 +138,17 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        B, T, C = x.shape  # batch, sequence length, n_embd
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        # (B, T, C) -> (B, T, nh, hs) -> (B, nh, T, hs): one attention per head
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)
+            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
         dropout_p = self.attn_dropout if self.training else 0.0
         # Plain causal attention (training, a prompt with no padding) takes SDPA's fused causal path.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                            is_causal=mask is None and k.size(2) == T)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, nh * hs): heads side by side
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -186,6 +190,11 @@ class GPT(nn.Module):
         ))
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as GPT-2
+        # Set by the loaders (gptkit.hf.load_model, gptkit.quantize), None for a fresh model:
+        self.tokenizer: Tokenizer | None = None  # the tokenizer saved beside the weights
+        self.tokenizer_error: str | None = None  # why there is none, where the files were unusable
+        self.source: str | None = None  # the directory the weights were read from
+        self.quantized: str | None = None  # "int8" once gptkit.quantize swapped the Linear layers
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer) at init.
         for name, p in self.named_parameters():
@@ -237,9 +246,8 @@ class GPT(nn.Module):
         next token at each position, -100 to ignore), the mean cross-entropy in nats."""
         h = self.hidden_states(input_ids, attention_mask, position_ids, cache)
         if targets is not None:
-            if not isinstance(self.lm_head, nn.Linear):  # a quantised output layer (gptkit.quantize)
-                return F.cross_entropy(self.lm_head(h).float().flatten(0, 1), targets.flatten())
-            return linear_cross_entropy(h.flatten(0, 1), self.lm_head.weight, targets.flatten())
+            # (B*T, n_embd) against (B*T,): the output layer computes its own loss (fused, or int8)
+            return self.lm_head.cross_entropy(h.flatten(0, 1), targets.flatten())
         return self.lm_head(h)
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """int8 weight-only quantisation for inference.
 
+A module swap (as gpt-fast's int8 handler): the model's code does not change, its Linear layers
+are replaced by Int8Linear, which has the same call and the same `cross_entropy` for a loss.
 Every Linear of the transformer blocks (and, by default, the output layer) keeps its weight as
 int8 with one fp scale per output channel (symmetric: w ~= q * scale, q in [-127, 127], scale =
 max|w_row| / 127). Activations stay in floating point; the matmul reads 1 byte per weight instead
@@ -19,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.nn import functional as F
 
 from .errors import GptkitError
 from .kernels import linear
@@ -62,6 +65,10 @@ class Int8Linear(nn.Module):
             y = linear(x2, w, None if self.bias is None else self.bias.to(x.dtype))
         return y.view(*shape[:-1], self.out_features)
 
+    def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy (fp32 softmax) of this layer's logits for h (N, in) against targets (N,)."""
+        return F.cross_entropy(self(h).float(), targets)
+
     def dequantized(self) -> torch.Tensor:
         return self.weight.float() * self.scale[:, None]
 
@@ -71,7 +78,7 @@ class Int8Linear(nn.Module):
 
 def quantize_int8(model: Any, lm_head: bool = True) -> Any:
     """Replace the Linear layers of `model` (a gptkit GPT) by Int8Linear, in place; returns it."""
-    if getattr(model, "quantized", None):
+    if model.quantized:
         raise GptkitError(f"the model is already quantised ({model.quantized})")
     for block in model.transformer.h:
         for parent in (block.attn, block.mlp):

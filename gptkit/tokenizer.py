@@ -137,7 +137,8 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         vocab = {_to_str(t): i for t, i in sorted(self.ranks.items(), key=lambda kv: kv[1])}
-        assert EOT not in vocab, "an ordinary token spells <|endoftext|>"
+        if EOT in vocab:  # an error, not assert: `python -O` would skip it
+            raise GptkitError("an ordinary token of the vocabulary spells <|endoftext|>; it cannot be saved")
         vocab[EOT] = self.eot_id
         merges = "".join(f"{_to_str(a)} {_to_str(b)}\n" for a, b in self.merges)
         config = {

@@ -33,7 +33,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = load_model(args.model, dtype=_generate_dtype(args.dtype, device), device=device, quantize=quantize)
     tok = model.tokenizer
     if tok is None:
-        raise GptkitError(getattr(model, "tokenizer_error", None)
+        raise GptkitError(model.tokenizer_error
                           or f"{args.model}: no tokenizer files (vocab.json + merges.txt) beside the model")
     prompts = args.prompt or [""]  # no prompt: start from end-of-text
     do_sample = args.do_sample if args.do_sample is not None else args.num_beams == 1

@@ -28,12 +28,14 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise GptkitError(f"{path}: not a {FORMAT} meta file")
     try:
-        assert meta["dtype"] in ("uint16", "uint32") and isinstance(meta["vocab_size"], int)
+        ok = meta["dtype"] in ("uint16", "uint32") and isinstance(meta["vocab_size"], int)
         for s in meta["splits"].values():
-            assert all(isinstance(x["file"], str) and isinstance(x["tokens"], int) for x in s["shards"])
-            assert isinstance(s["tokens"], int) and isinstance(s["bytes"], int)
-    except (AssertionError, KeyError, TypeError, AttributeError):
-        raise GptkitError(f"{path}: missing or malformed fields (dtype, vocab_size, splits)") from None
+            ok = ok and all(isinstance(x["file"], str) and isinstance(x["tokens"], int) for x in s["shards"])
+            ok = ok and isinstance(s["tokens"], int) and isinstance(s["bytes"], int)
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:  # an error, not assert: `python -O` would skip the check
+        raise GptkitError(f"{path}: missing or malformed fields (dtype, vocab_size, splits)")
     return meta
 
 
