@@ -108,20 +108,26 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
+    """loss.png: train and val loss over steps, and below it the learning rate."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     train = [(r["step"], r["loss"]) for r in rows if r.get("kind") == "train"]
     val = [(r["step"], r["val_loss"]) for r in rows if r.get("kind") == "eval"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    lr = [(r["step"], r["lr"]) for r in rows if r.get("kind") == "train" and "lr" in r]
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(3, 1))
     if train:
         ax.plot(*zip(*train), label="train loss", lw=1)
     if val:
         ax.plot(*zip(*val), "o-", label="val loss")
-    ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
+    if lr:
+        ax_lr.plot(*zip(*lr), color="tab:green", lw=1)
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
+    ax_lr.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

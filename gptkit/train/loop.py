@@ -9,6 +9,7 @@ world size), DDP or FSDP2 keep the ranks in step, and only rank 0 writes.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from ..tokenizer import Tokenizer
 from .config import TrainConfig
 from .optim import make_optimizer
 from .schedule import lr_at, with_default_lr
-from .speed import flops_per_token, peak_flops
+from .speed import flops_per_token, measured_step_seconds, peak_flops
 
 # ---------------------------------------------------------------------------- the run
 
@@ -49,7 +50,7 @@ def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
     if not cfg.init_from:
         return GPT(model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id))
     model = load_model(cfg.init_from)
-    theirs = getattr(model, "tokenizer", None)
+    theirs = model.tokenizer
     if model.config.vocab_size != tokenizer.vocab_size or (theirs is not None and theirs.ranks != tokenizer.ranks):
         raise GptkitError(f"--init-from {cfg.init_from} uses a different tokenizer than the data "
                           f"({model.config.vocab_size} vs {tokenizer.vocab_size} tokens); prepare the data "
@@ -85,6 +86,55 @@ def check_block_size(cfg: TrainConfig, n_ctx: int) -> None:
 
 
 def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
+    data_dir, tokenizer, train_data, val_data = _open_data(cfg)
+    files = RunFiles(cfg.out)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, tokenizer)
+    check_block_size(cfg, model.config.n_positions)  # --init-from: known only once loaded
+    amp, why = _precision(model, train_data, cfg, rt, files)
+    cfg.dtype = "float32" if amp is None else str(amp).removeprefix("torch.")  # what ran, as resume reads it
+    runner = _wrap(model, cfg, rt, amp)  # before the optimizer: FSDP replaces the parameters by shards
+    optimizer = make_optimizer(model, cfg, rt.device)
+    state = _restore(files, model, optimizer, cfg, rt) if cfg.resume else None
+    start, rows = 0, []
+    if state is not None:
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        rows = read_metrics(files.metrics, up_to_step=start)
+    elif files.last.exists() or files.last.is_symlink():
+        raise GptkitError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
+    if rt.is_main:
+        files.root.mkdir(parents=True, exist_ok=True)
+        write_json(files.root / "train_config.json", asdict(cfg))
+        if cfg.progress:
+            print(banner(model, cfg, rt, why, train_data, val_data, start), file=sys.stderr, flush=True)
+    log = _Log(cfg, rt, model, start)
+    t0, stopped_by, val, it = time.time(), "max_iters", {}, start
+    model.train()
+    for it in range(start, cfg.max_iters):
+        lr = lr_at(it, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = _train_step(runner, model, optimizer, train_data, cfg, rt, it, amp)
+        step = it + 1
+        log.step(step, loss, lr, rows)
+        # every rank must agree, or one would stop while the others wait in a collective
+        out_of_time = cfg.max_minutes is not None and distr.any_rank((time.time() - t0) / 60 >= cfg.max_minutes, rt)
+        if out_of_time:
+            stopped_by = "max_minutes"
+        if step % cfg.eval_interval == 0 or step == cfg.max_iters or out_of_time:
+            val = _eval_and_checkpoint(files, model, optimizer, tokenizer, val_data, cfg, rt, step, rows, data_dir,
+                                       amp, log)
+        if out_of_time:
+            break
+    log.close()
+    done = it + 1 if cfg.max_iters > start else start
+    tps = (done - start) * log.tokens_per_step / max(time.time() - t0, 1e-9)
+    return TrainResult(files.root, done, val, tps, stopped_by)
+
+
+def _open_data(cfg: TrainConfig) -> tuple[Path, Tokenizer, TokenShards, TokenShards]:
+    """The data directory's tokenizer and splits; cheap checks (the model's shape) come first."""
     if cfg.data is None:
         raise GptkitError("no --data given (the CLI prepares the embedded corpus; the API needs a data dir)")
     data_dir = Path(cfg.data)
@@ -96,73 +146,108 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         if split.num_tokens < cfg.block_size + 1:
             raise GptkitError(f"split '{split.split}' of {data_dir} has {split.num_tokens} tokens, fewer than "
                               f"block_size+1 = {cfg.block_size + 1}; use a smaller --block-size or more data")
-    files = RunFiles(cfg.out)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, tokenizer)
-    check_block_size(cfg, model.config.n_positions)  # --init-from: known only once loaded
-    flops_per_tok, peak = flops_per_token(model, cfg.block_size), peak_flops(rt.device)
-    amp = autocast_dtype(cfg.dtype, rt.device)
-    runner = _wrap(model, cfg, rt, amp)  # before the optimizer: FSDP replaces the parameters by shards
-    optimizer = make_optimizer(model, cfg, rt.device)
-    state = _restore(files, model, optimizer, cfg, rt) if cfg.resume else None
-    start, rows = 0, []
-    if state is not None:
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["step"])
-        rows = read_metrics(files.metrics, up_to_step=start)
-    elif files.last.exists() or files.last.is_symlink():
-        raise GptkitError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
+    return data_dir, tokenizer, train_data, val_data
+
+
+def _precision(model: GPT, data: TokenShards, cfg: TrainConfig, rt: Runtime,
+               files: RunFiles) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype (None: fp32) and why. --dtype auto on a CPU with native bf16 times a few
+    forward + backward steps of this model in both and takes the faster: bf16 autocast is not
+    faster for every shape (a 4-layer, 128-wide model runs ~10% slower in it). A resumed run keeps
+    the precision its first part measured, so that it continues the same curve."""
+    if cfg.dtype != "auto":
+        return autocast_dtype(cfg.dtype, rt.device), "as asked"
+    if cfg.resume and (files.root / "train_config.json").is_file():
+        try:
+            ran = json.loads((files.root / "train_config.json").read_text()).get("dtype")
+        except (OSError, ValueError):
+            ran = None
+        if ran in ("float32", "bfloat16", "float16"):
+            return autocast_dtype(ran, rt.device), "auto: as the run being resumed"
+    rule = autocast_dtype("auto", rt.device)
+    if rule is None or rt.device.type != "cpu" or rt.world_size > 1:
+        return rule, "auto: " + ("none faster than float32 on this hardware" if rule is None else
+                                 "the device's native low precision")
+    x, y = data.get_batch(cfg.batch_size, cfg.block_size, torch.Generator().manual_seed(cfg.seed))
+    fp32, low = measured_step_seconds(model.to(rt.device), x.to(rt.device), y.to(rt.device), [None, rule])
+    name = str(rule).removeprefix("torch.")
+    why = f"auto: measured {1e3 * fp32:.0f} ms/step in float32, {1e3 * low:.0f} ms in {name}"
+    return (rule, why) if low < fp32 else (None, why)
+
+
+def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: TokenShards, val_data: TokenShards,
+           start: int) -> str:
+    """What is about to run, before the first step (as nanoGPT and LitGPT print it)."""
+    c = model.config
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * rt.world_size
-    if rt.is_main:
-        files.root.mkdir(parents=True, exist_ok=True)
-        write_json(files.root / "train_config.json", asdict(cfg))
-    bar = _progress(cfg, rt, start)
-    t0, last_log, tokens_since = time.time(), time.time(), 0
-    stopped_by, val, it = "max_iters", {}, start
-    model.train()
-    for it in range(start, cfg.max_iters):
-        lr = lr_at(it, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = _train_step(runner, model, optimizer, train_data, cfg, rt, it, amp)
-        tokens_since += tokens_per_step
-        step = it + 1
-        if step % cfg.log_interval == 0 or step == cfg.max_iters:
-            loss = loss.item()  # the one wait for the device per log interval (the loss stays on it till now)
+    total = tokens_per_step * (cfg.max_iters - start)
+    what = f"--init-from {cfg.init_from}" if cfg.init_from else f"preset {cfg.preset}"
+    ranks = f" x {rt.world_size} ranks ({rt.strategy})" if rt.world_size > 1 else ""
+    lines = [
+        (f"model     {model.num_parameters() / 1e6:,.2f}M parameters ({what}: {c.n_layer} layers, {c.n_head} heads, "
+        f"{c.n_embd} wide, context {c.n_positions}, vocabulary {c.vocab_size:,})"),
+        f"compute   {rt.device}{ranks}, {cfg.dtype} ({why}), {torch.get_num_threads()} threads",
+        (f"steps     {cfg.max_iters - start:,}{f' (resuming at {start:,})' if start else ''} x {tokens_per_step:,} "
+        f"tokens/step (batch {cfg.batch_size} x block {cfg.block_size} x accum {cfg.grad_accum}"
+        f"{f' x {rt.world_size} ranks' if rt.world_size > 1 else ''}) = {total / 1e6:,.2f}M tokens, "
+        f"peak lr {cfg.lr:g}"),
+        (f"data      {train_data.data_dir}: {train_data.num_tokens / 1e6:,.2f}M train tokens "
+        f"({total / max(train_data.num_tokens, 1):.2f} epochs), {val_data.num_tokens / 1e6:,.2f}M val tokens"),
+        f"output    {Path(cfg.out)} (model files, checkpoints/, metrics.jsonl, loss.png)",
+    ]
+    return "\n".join(lines)
+
+
+class _Log:
+    """Train-loss rows every log_interval steps (tokens/s, MFU where the peak is known) and the
+    progress bar."""
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime, model: GPT, start: int) -> None:
+        self.cfg, self.rt = cfg, rt
+        self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * rt.world_size
+        self.flops_per_token, self.peak = flops_per_token(model, cfg.block_size), peak_flops(rt.device)
+        self.bar = _progress(cfg, rt, start)
+        self.last, self.tokens_since = time.time(), 0
+
+    def step(self, step: int, loss: torch.Tensor, lr: float, rows: list[dict[str, Any]]) -> None:
+        self.tokens_since += self.tokens_per_step
+        if step % self.cfg.log_interval == 0 or step == self.cfg.max_iters:
+            value = loss.item()  # the one wait for the device per log interval (the loss stays on it till now)
             now = time.time()
-            tps = tokens_since / max(now - last_log, 1e-9)
-            rows.append({"kind": "train", "step": step, "loss": loss, "lr": lr, "tokens_per_s": tps,
-                         "tokens": step * tokens_per_step})
+            tps = self.tokens_since / max(now - self.last, 1e-9)
+            rows.append({"kind": "train", "step": step, "loss": value, "lr": lr, "tokens_per_s": tps,
+                         "tokens": step * self.tokens_per_step, "time": now})
             # MFU: model FLOPs per token x tokens/s over the devices' bf16 peak (GPUs in the table only)
-            mfu = flops_per_tok * tps / (peak * rt.world_size) if peak else None
+            mfu = self.flops_per_token * tps / (self.peak * self.rt.world_size) if self.peak else None
             if mfu is not None:
                 rows[-1]["mfu"] = mfu
-            last_log, tokens_since = now, 0
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False,
-                                **({"mfu": f"{mfu:.1%}"} if mfu is not None else {}))
-        if bar is not None:
-            bar.update(1)
-        # every rank must agree, or one would stop while the others wait in a collective
-        out_of_time = cfg.max_minutes is not None and distr.any_rank((time.time() - t0) / 60 >= cfg.max_minutes, rt)
-        if out_of_time:
-            stopped_by = "max_minutes"
-        if step % cfg.eval_interval == 0 or step == cfg.max_iters or out_of_time:
-            val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, amp, rt)
-            rows.append({"kind": "eval", "step": step, "val_loss": val["loss"],
-                         "val_perplexity": val["perplexity"], "val_bits_per_byte": val["bits_per_byte"]})
-            if bar is not None:
-                bar.write(f"step {step}: val loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f}, "
-                          f"bits/byte {val['bits_per_byte']:.4f}")
-            _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir)
-        if out_of_time:
-            break
-    if bar is not None:
-        bar.close()
-    elapsed = time.time() - t0
-    done = it + 1 if cfg.max_iters > start else start
-    tps = (done - start) * tokens_per_step / max(elapsed, 1e-9)
-    return TrainResult(files.root, done, val, tps, stopped_by)
+            self.last, self.tokens_since = now, 0
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tps:,.0f}", refresh=False,
+                                     **({"mfu": f"{mfu:.1%}"} if mfu is not None else {}))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _eval_and_checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
+                         val_data: TokenShards, cfg: TrainConfig, rt: Runtime, step: int,
+                         rows: list[dict[str, Any]], data_dir: Path, amp: torch.dtype | None,
+                         log: _Log) -> dict[str, float]:
+    val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, amp, rt)
+    rows.append({"kind": "eval", "step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"],
+                 "val_bits_per_byte": val["bits_per_byte"], "time": time.time()})
+    log.write(f"step {step}: val loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f}, "
+              f"bits/byte {val['bits_per_byte']:.4f}")
+    _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir)
+    return val
 
 
 def _wrap(model: GPT, cfg: TrainConfig, rt: Runtime, amp: torch.dtype | None) -> torch.nn.Module:

@@ -34,3 +34,25 @@ def flops_per_token(model: torch.nn.Module, block_size: int) -> float:
     c = model.config
     n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
     return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block_size
+
+
+def measured_step_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                          amps: list[torch.dtype | None], rounds: int = 2) -> list[float]:
+    """Best-of-`rounds` seconds of one forward + backward of `model` on (x, y) under each autocast
+    dtype in `amps` (None: fp32), after one warm-up each; rounds interleave the contenders so that a
+    shared machine's noise hits all alike. Gradients are cleared afterwards."""
+    import time
+
+    from ..device import autocast
+    best = [float("inf")] * len(amps)
+    for r in range(rounds + 1):
+        for i, amp in enumerate(amps):
+            t = time.perf_counter()
+            with autocast(x.device, amp):
+                model(x, targets=y).backward()
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+            if r > 0:  # round 0 warms up (allocations, oneDNN primitive caches)
+                best[i] = min(best[i], time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    return best
