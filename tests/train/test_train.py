@@ -122,3 +122,20 @@ def test_max_minutes_stops_and_saves(byte_data, tmp_path):
     assert res.stopped_by == "max_minutes" and 0 < res.step < 10**6
     assert (tmp_path / "t" / "model.safetensors").exists()
     assert math.isfinite(res.val["loss"])
+
+
+def test_banner_auto_precision_and_timestamped_metrics(byte_data, tmp_path, capsys):
+    t0 = time.time()
+    train(small_cfg(byte_data, tmp_path / "run", max_iters=4, eval_interval=4, dtype="auto", progress=True))
+    err = capsys.readouterr().err
+    for needle in ("parameters (preset tiny", "threads", "tokens/step (batch 8 x block 32 x accum 1)",
+                   "M train tokens (", "epochs)", f"output    {tmp_path / 'run'}"):
+        assert needle in err, needle
+    ran = json.loads((tmp_path / "run" / "train_config.json").read_text())["dtype"]
+    assert ran in ("float32", "bfloat16") and f", {ran} (auto" in err  # the pick, and why
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert all(t0 <= r["time"] <= time.time() for r in rows) and {r["kind"] for r in rows} == {"train", "eval"}
+    # a resumed run keeps the precision its first part ran in
+    train(small_cfg(byte_data, tmp_path / "run", max_iters=6, eval_interval=2, dtype="auto", resume=True,
+                    progress=True))
+    assert "auto: as the run being resumed" in capsys.readouterr().err
