@@ -35,6 +35,13 @@ def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
 
 
+def compute_dtype(name: str, device: torch.device) -> str:
+    """The dtype name --dtype NAME computes in on `device`: "auto" is the device's native low
+    precision where it has one (see autocast_dtype), else float32."""
+    amp = autocast_dtype(name, device)
+    return "float32" if amp is None else str(amp).removeprefix("torch.")
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()

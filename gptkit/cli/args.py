@@ -1,10 +1,18 @@
 """Command-line flags from a dataclass: one source of truth for options, their help and defaults.
 
-Each field is `field(default=..., metadata={"help": "what it does (unit)"})`; `add_dataclass_args`
-turns every field into a `--flag-name` whose --help line shows that text and the default, and
-`from_args` builds the dataclass back from the parsed flags (plus an optional config file).
-Flags left unset on the command line are SUPPRESSed, so a config file's values are not
-overridden by defaults: only flags the user typed win.
+Each field carries its help text, and optionally how the command line spells it:
+
+    top_k: int | None = field(default=50, metadata={"help": "keep the k most likely tokens (0: off)"})
+    stop: ... = field(default=None, metadata={"help": "...", "cli": {"append": True}})
+
+`cli` may hold: "default" (the command line's default where it differs from the API's), "choices",
+"type" (a parser for the string), "parse" (applied after the choices are checked), "append" (a repeatable flag), "flags" (extra spellings, e.g.
+"-n"), "positional" (nargs for a positional argument), "metavar", "required".
+
+`add_dataclass_args` turns every field into a --flag-name whose --help line shows that text and
+its default; `from_args` reads the fields back from the parsed flags. With suppress=True, flags
+not typed are absent from the result (so that a config file's values are not overridden by
+defaults: only flags the user typed win).
 """
 from __future__ import annotations
 
@@ -18,53 +26,88 @@ from typing import Any
 
 from ..errors import GptkitError
 
+# --dtype of eval and generate: the same choices, and auto means the same in both
+DTYPE_CHOICES = ["auto", "float32", "bfloat16", "float16"]
+DTYPE_HELP = ("precision of the computation; auto: the fastest this hardware has natively (bfloat16 on CUDA "
+              "and on CPUs with AVX512-BF16 or AMX, else float32)")
 
-def _base_type(tp: Any) -> tuple[Any, bool]:
-    """(the type without Optional, whether None is allowed)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
+
+def option(value: Any, text: str, /, **cli: Any) -> Any:
+    """A dataclass field with its help text and, as keywords, how the command line differs."""
+    return dataclasses.field(default=value, metadata={"help": text, **({"cli": cli} if cli else {})})
+
+
+def _base_type(tp: Any) -> Any:
+    """The annotation without None; str where it is a union of several types."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return (args[0] if len(args) == 1 else str), True
-    return tp, False
+        return args[0] if len(args) == 1 else str
+    return tp
 
 
-def _help(f: dataclasses.Field) -> str:
-    text = f.metadata.get("help", "")
+def _default(f: dataclasses.Field) -> Any:
+    cli = f.metadata.get("cli", {})
+    if "default" in cli:
+        return cli["default"]
     if f.default is not dataclasses.MISSING:
-        default = f.default
-    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        default = f.default_factory()  # type: ignore[misc]
-    else:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def help_text(f: dataclasses.Field) -> str:
+    """The field's help with its default: "what it does (unit) (default: X)"."""
+    text = f.metadata.get("help", "")
+    cli = f.metadata.get("cli", {})
+    if cli.get("required") or (cli.get("positional") and cli.get("positional") == "+"):
         return text
-    shown = "none" if default is None else default
-    return f"{text} (default: {shown})" if text else f"(default: {shown})"
+    d = _default(f)
+    shown = cli.get("default_text") or ("none" if d is None else str(d).lower() if isinstance(d, bool) else d)
+    return f"{text} (default: {shown})"
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """A --flag per field of `cls` (a dataclass), typed from its annotation, with its help and default."""
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
+                       suppress: bool = False) -> None:
+    """A flag per field of the dataclass `cls`, typed from its annotation, with its help and default."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        tp, _ = _base_type(hints[f.name])
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _help(f)}
-        choices = f.metadata.get("choices")
-        if choices:
-            kw["choices"] = list(choices)
-        if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif tp in (int, float):
-            parser.add_argument(flag, type=tp, metavar=f.metadata.get("metavar", "N" if tp is int else "X"), **kw)
-        else:
-            parser.add_argument(flag, metavar=None if choices else f.metadata.get("metavar", "S"), **kw)
+        if "help" not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name} has no help text (metadata={{'help': ...}})")
+        cli = f.metadata.get("cli", {})
+        tp = _base_type(hints[f.name])
+        kw: dict[str, Any] = {"help": help_text(f)}
+        if cli.get("positional"):
+            parser.add_argument(f.name, nargs=cli["positional"], metavar=cli.get("metavar", f.name.upper()),
+                                **kw)
+            continue
+        flags = [*cli.get("flags", ()), "--" + f.name.replace("_", "-")]
+        kw["default"] = argparse.SUPPRESS if suppress else _default(f)
+        if cli.get("required"):
+            kw["required"] = True
+        if "choices" in cli:
+            kw["choices"] = list(cli["choices"])
+        if tp is bool and "type" not in cli:
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        kw["type"] = cli.get("type", tp if tp in (int, float) else str)
+        if cli.get("append"):
+            kw["action"] = "append"
+        if "choices" not in cli:
+            kw["metavar"] = cli.get("metavar", {int: "N", float: "X"}.get(tp, "S"))
+        parser.add_argument(*flags, **kw)
 
 
 def from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The field values of `cls` found in `args` (flags given on the command line), over `base`."""
+    """The field values of `cls` found in `args` (the parsed flags), over `base`."""
     values = dict(base or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    values.update({k: v for k, v in vars(args).items() if k in names})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in vars(args).items():
+        if k in fields:
+            parse = fields[k].metadata.get("cli", {}).get("parse")
+            values[k] = parse(v) if parse is not None and isinstance(v, str) else v
     return values
 
 

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GptkitError
+from .args import DTYPE_CHOICES, DTYPE_HELP, add_dataclass_args
+from .args import option as _opt
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -32,14 +35,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class EvalCommand:
+    model: str = _opt(None, "a run directory, a Hugging Face GPT-2 directory or a Hub id", required=True)
+    data: str = _opt(None, "a directory written by `gptkit prepare` (with the model's tokenizer)", required=True)
+    split: str = _opt("val", "the split to evaluate", choices=["val", "train"])
+    block_size: int | None = _opt(None, "tokens per evaluation window (none: the model's context)")
+    batch_size: int = _opt(8, "windows per batch")
+    max_batches: int | None = _opt(None, "stop after this many batches (none: the whole split)")
+    dtype: str = _opt("auto", DTYPE_HELP, choices=DTYPE_CHOICES)
+    json: bool = _opt(False, "print one JSON object instead of a sentence")
+
+
 def register(sub: Any) -> None:
     ev = sub.add_parser("eval", help="val loss, perplexity and bits per byte of a model on prepared data")
-    ev.add_argument("--model", required=True)
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--split", default="val", choices=["val", "train"])
-    ev.add_argument("--block-size", type=int, default=None)
-    ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--max-batches", type=int, default=None)
-    ev.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
-    ev.add_argument("--json", action="store_true")
+    add_dataclass_args(ev, EvalCommand)
     ev.set_defaults(func=cmd_eval)

@@ -5,10 +5,13 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import GptkitError
+from .args import add_dataclass_args
+from .args import option as _opt
 
 # The embedded default: a corpus every Python has, its standard library's own source.
 STDLIB_TOKENIZER = "bpe"
@@ -72,17 +75,23 @@ def _prepare_once(sources: Any, out: Path, tokenizer: str, vocab_size: int | Non
     return out
 
 
+@dataclass
+class PrepareCommand:
+    inputs: list[str] = _opt(None, ".txt/.md/.py/.jsonl files (or .gz of them), or directories", positional="+")
+    out: str = _opt(None, "the data directory to write", required=True)
+    tokenizer: str = _opt("gpt2", "gpt2, bytes, bpe (trained on the inputs), or a tokenizer directory")
+    vocab_size: int | None = _opt(None, "for --tokenizer bpe: tokens in the trained vocabulary (none: 8192)")
+    field: str = _opt("text", "the text field of .jsonl records")
+    val_fraction: float = _opt(0.01, "fraction of the documents held out for validation")
+    seed: int = _opt(1337, "seed of the train/val split")
+    workers: int | None = _opt(None, "encoding processes (none: all cores)")
+    on_decode_error: str = _opt("replace", "bytes that are not UTF-8: replace them (U+FFFD), skip the file, or "
+                                "stop with an error", choices=["replace", "skip", "error"])
+    overwrite: bool = _opt(False, "replace an existing data directory")
+    quiet: bool = _opt(False, "no progress output", flags=["-q"])
+
+
 def register(sub: Any) -> None:
     pr = sub.add_parser("prepare", help="tokenize text files into token shards")
-    pr.add_argument("inputs", nargs="+", help=".txt/.md/.py/.jsonl files (or .gz of them), or directories")
-    pr.add_argument("--tokenizer", default="gpt2", help="gpt2, bytes, bpe, or a tokenizer directory")
-    pr.add_argument("--vocab-size", type=int, default=None, help="for --tokenizer bpe (default 8192)")
-    pr.add_argument("--out", required=True, help="the data directory to write")
-    pr.add_argument("--field", default="text", help="the text field of .jsonl records")
-    pr.add_argument("--val-fraction", type=float, default=0.01)
-    pr.add_argument("--seed", type=int, default=1337)
-    pr.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    pr.add_argument("--on-decode-error", choices=["replace", "skip", "error"], default="replace")
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing data directory")
-    pr.add_argument("-q", "--quiet", action="store_true")
+    add_dataclass_args(pr, PrepareCommand)
     pr.set_defaults(func=cmd_prepare)

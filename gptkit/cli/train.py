@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .args import add_dataclass_args, from_args, load_config_file
+from .args import option as _opt
 from .prepare import STDLIB_PROMPTS, STDLIB_TOKENIZER, STDLIB_VOCAB, corpus_data_dir, stdlib_data_dir
 
 
@@ -65,15 +67,23 @@ def _print_samples(model_dir: Path, prompts: list[str] | None, n: int) -> None:
         print(f"\n--- sample {i + 1} (prompt {prompt!r}) ---\n{prompt}{out['text']}")
 
 
+@dataclass
+class TrainCommand:
+    """`gptkit train`'s own options; every TrainConfig field is a flag too."""
+    data: str | None = _opt(None, "a directory written by `gptkit prepare`, or raw text (a file or directory of "
+                            ".txt/.md/.py/.jsonl), prepared once into the cache (none: the Python standard "
+                            "library corpus)")
+    tokenizer: str = _opt(STDLIB_TOKENIZER, "for raw --data: gpt2, bytes, bpe, or a tokenizer directory")
+    vocab_size: int | None = _opt(None, f"for raw --data with bpe: tokens in the trained vocabulary (none: {STDLIB_VOCAB})")
+    config: str | None = _opt(None, "a JSON or TOML file of training options; flags override it")
+    samples: int = _opt(3, "samples to print after training (0: none)")
+    quiet: bool = _opt(False, "no banner, progress bar or preparation output", flags=["-q"])
+
+
 def register(sub: Any) -> None:
-    tr = sub.add_parser("train", help="train a GPT (no --data: the Python standard library corpus)")
-    tr.add_argument("--data", default=None, help="a directory written by `gptkit prepare`, or raw text "
-                    "(a file or directory of .txt/.md/.py/.jsonl), prepared once into the cache")
-    tr.add_argument("--tokenizer", default=STDLIB_TOKENIZER, help="for raw --data: gpt2, bytes, bpe (default)")
-    tr.add_argument("--vocab-size", type=int, default=None, help=f"for raw --data with bpe (default {STDLIB_VOCAB})")
-    tr.add_argument("--config", default=None, help="a JSON or TOML file of training options; flags override it")
     from ..train import TrainConfig
-    add_dataclass_args(tr, TrainConfig, skip=("data", "progress"))
-    tr.add_argument("--samples", type=int, default=3, help="samples to print after training (0: none)")
-    tr.add_argument("-q", "--quiet", action="store_true")
+    tr = sub.add_parser("train", help="train a GPT (no --data: the Python standard library corpus)",
+                        description="Train a GPT. Every option below is also a key of --config files.")
+    add_dataclass_args(tr, TrainCommand)
+    add_dataclass_args(tr, TrainConfig, skip=("data", "progress"), suppress=True)
     tr.set_defaults(func=cmd_train)

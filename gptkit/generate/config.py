@@ -4,32 +4,51 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import GptkitError
 
 
+def _early_stopping(s: str) -> bool | str:
+    """--early-stopping true | false | never."""
+    return {"true": True, "false": False, "never": "never"}[s]
+
+
+def _opt(value: Any, text: str, /, **cli: Any) -> Any:
+    return field(default=value, metadata={"help": text, **({"cli": cli} if cli else {})})
+
+
 @dataclass
 class GenerationConfig:
-    """The decoding options; names and defaults as transformers' GenerationConfig."""
-    max_new_tokens: int = 20
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int | None = 50
-    top_p: float | None = 1.0
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    early_stopping: bool | str = False
-    num_return_sequences: int = 1
-    eos_token_id: int | list[int] | None = None
-    pad_token_id: int | None = None
-    stop: Sequence[str] | str | None = None
-    seed: int | None = None
-    context: str = "error"  # what a too-long prompt gets: "error" | "truncate" (from the left)
+    """The decoding options; names and defaults as transformers' GenerationConfig.
+
+    The one source of truth for them: `gptkit generate`'s flags and their --help are built from
+    these fields (gptkit/cli/args.py); "cli" metadata holds where the command line differs.
+    """
+    max_new_tokens: int = _opt(20, "tokens to generate at most, per sequence", default=100)
+    do_sample: bool = _opt(False, "sample; otherwise decode greedily, or by beam search with num_beams > 1",
+                           default=None, default_text="sample, unless --num-beams > 1")
+    temperature: float = _opt(1.0, "divide the logits by this before sampling (> 0)")
+    top_k: int | None = _opt(50, "sample from the k most likely tokens only (0: off)")
+    top_p: float | None = _opt(1.0, "sample from the smallest set of tokens whose probability reaches p (1: off)")
+    min_p: float | None = _opt(None, "drop tokens less likely than min_p x the most likely one's probability")
+    repetition_penalty: float = _opt(1.0, "divide the scores of tokens already in the sequence by this (1: off)")
+    no_repeat_ngram_size: int = _opt(0, "never repeat an n-gram of this many tokens (0: off)")
+    num_beams: int = _opt(1, "beams of beam search (1: no beam search)")
+    length_penalty: float = _opt(1.0, "beam search: a finished beam scores sum(log p) / length ** this")
+    early_stopping: bool | str = _opt(False, "beam search: stop at num_beams finished hypotheses (true), when no "
+                                      "beam can improve (false), or never (never)", parse=_early_stopping,
+                                      choices=["false", "true", "never"], default="false")
+    num_return_sequences: int = _opt(1, "sequences returned per prompt", flags=["-n"])
+    eos_token_id: int | list[int] | None = _opt(None, "end-of-text token id(s) that end a sequence (repeatable)",
+                                                type=int, append=True, metavar="ID", default_text="the model's")
+    pad_token_id: int | None = _opt(None, "the id that fills a sequence after it ends", metavar="ID",
+                                    default_text="the first eos id")
+    stop: Sequence[str] | str | None = _opt(None, "a stop string, cut from the output (repeatable)", append=True)
+    seed: int | None = _opt(None, "seed of sampling, for reproducible output", default_text="torch's global RNG")
+    context: str = _opt("error", "a prompt + max_new_tokens longer than the model's context: an error, or keep "
+                        "the prompt's last tokens, with a warning (truncate)", choices=["error", "truncate"])
 
     def validate(self) -> None:
         def bad(msg: str) -> None:

@@ -126,3 +126,19 @@ def test_default_out_never_collides_with_an_earlier_run(tmp_path, capsys, corpus
         code, out, err = run(capsys, *argv)
         assert code == 0, err
         assert f"model saved in {expected} " in out
+
+
+def test_every_option_of_every_command_has_help_and_default():
+    import argparse
+
+    from gptkit.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) >= {"prepare", "train", "eval", "generate"}
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            where = f"gptkit {name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and len(action.help) > 12, where
+            if not action.required and action.nargs != "+":
+                assert "(default: " in action.help, where
