@@ -9,8 +9,9 @@ downloaded); transformers' GPT2LMHeadModel and gptkit load the same files. Each 
 decodes --new-tokens tokens greedily after a --prompt-len token prompt (end-of-text disabled so
 that every run produces the same number of tokens), best of --repeats timed runs after a warm-up, the contenders interleaved.
 
-Prints new tokens/s for transformers fp32 and each gptkit mode (fp32, bf16 weights, int8
-weight-only), the ratios to transformers fp32, whether greedy ids are identical, and the
+Prints new tokens/s for transformers fp32 and bf16 (what a user of transformers would try for
+speed) and each gptkit mode (fp32, bf16 weights, int8 weight-only), the ratios to both
+transformers baselines, whether greedy ids are identical, and the
 batch-1 ceiling of this machine: bytes of weights read per decoded token / measured memory
 bandwidth. With --ppl-model/--ppl-data (a trained model and its prepared data) it also reports
 the validation perplexity of each mode; without them, the KL divergence and top-1 agreement of
@@ -183,6 +184,7 @@ def main() -> None:
 
     models = {mode: load_model(directory, dtype=MODES[mode][0], quantize=MODES[mode][1]) for mode in args.modes}
     hf = None if args.no_hf else GPT2LMHeadModel.from_pretrained(directory).eval()
+    hf16 = None if args.no_hf else GPT2LMHeadModel.from_pretrained(directory, dtype=torch.bfloat16).eval()
     print("\nbatch-1 ceiling (weight bytes per token / bandwidth):")
     for mode, m in models.items():
         nbytes = decode_bytes_per_token(m)
@@ -192,18 +194,20 @@ def main() -> None:
     for B in args.batch_sizes:
         x = torch.randint(0, 50257, (B, args.prompt_len), generator=gen)
         print(f"\nbatch {B}:")
-        runs = {} if hf is None else {"hf": (run_hf, hf)}
+        runs = {} if hf is None else {"hf": (run_hf, hf), "hf_bf16": (run_hf, hf16)}
         runs.update({mode: (run_gptkit, m) for mode, m in models.items()})
         results = bench(runs, x, args.new_tokens, args.repeats)
         ref_tps, ref_out = results.get("hf", (None, None))
+        ref16_tps, _ = results.get("hf_bf16", (None, None))
         if hf is not None:
             print(f"  transformers fp32  {ref_tps:8.1f} new tokens/s")
+            print(f"  transformers bf16  {ref16_tps:8.1f} new tokens/s  {ref16_tps / ref_tps:5.2f}x transformers fp32")
         fastest = None
         for mode in models:
             tps, out = results[mode]
             line = f"  gptkit {mode:5s}       {tps:8.1f} new tokens/s"
             if ref_tps:
-                line += f"  {tps / ref_tps:5.2f}x transformers fp32"
+                line += f"  {tps / ref_tps:5.2f}x transformers fp32, {tps / ref16_tps:5.2f}x bf16"
                 same = torch.equal(out, ref_out)
                 line += f"  greedy ids {'identical' if same else 'differ'}"
                 if not same:
@@ -213,7 +217,9 @@ def main() -> None:
             if mode != "fp32" and (fastest is None or tps > fastest[1]):
                 fastest = (mode, tps)
         if ref_tps and fastest:
-            print(f"  fastest mode ({fastest[0]}) vs transformers fp32: {fastest[1] / ref_tps:.2f}x")
+            best_hf = max(ref_tps, ref16_tps)
+            print(f"  fastest mode ({fastest[0]}) vs transformers fp32: {fastest[1] / ref_tps:.2f}x, "
+                  f"vs the faster transformers: {fastest[1] / best_hf:.2f}x")
 
     fp32 = models.get("fp32") or load_model(directory)
     x = torch.randint(0, 50257, (4, 128), generator=gen)
