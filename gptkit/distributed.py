@@ -248,7 +248,8 @@ def load_full_into_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimi
     into an FSDP-sharded model and its optimizer."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
     weights = dict(weights)
-    weights["lm_head.weight"] = weights["transformer.wte.weight"]
+    if getattr(model.config, "tie_word_embeddings", True) or "lm_head.weight" not in weights:
+        weights["lm_head.weight"] = weights["transformer.wte.weight"]
     set_model_state_dict(model, weights, options=_options(full_state_dict=True))
     names = {id(p): n for n, p in model.named_parameters()}
     saved_groups = optim_state["param_groups"]

@@ -50,10 +50,10 @@ class Linear(nn.Linear):
             return torch.ops.mkldnn._linear_pointwise(x, w, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
-    def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor, softcap: float | None = None) -> torch.Tensor:
         """Mean cross-entropy of this layer's logits for h (N, in) against targets (N,), without
-        materialising the (N, out) logits (see linear_cross_entropy)."""
-        return linear_cross_entropy(h, self.weight, targets)
+        materialising the (N, out) logits (see linear_cross_entropy); softcap caps the logits first."""
+        return linear_cross_entropy(h, self.weight, targets, softcap=softcap)
 
     def _packed(self) -> torch.Tensor:
         w = self.weight
@@ -86,21 +86,24 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         ignore_index: int = -100) -> torch.Tensor:
+                         ignore_index: int = -100, softcap: float | None = None) -> torch.Tensor:
     """Mean cross-entropy of logits = h @ weight.T against targets, softmax in fp32.
 
     With a large vocabulary the (tokens, vocab) logits dominate a small GPT's memory traffic, so
     training never materialises them: the output layer, softmax and their gradients are computed
     together, a chunk of rows at a time (see _ChunkedLinearCrossEntropy). Without grad it is the
-    same chunked computation, forward only.
+    same chunked computation, forward only. `softcap` caps the logits at c * tanh(z / c) first.
     """
     device_type = h.device.type
     if device_type == "cuda" or torch.compiler.is_compiling():
         # GPUs (and inductor) fuse the plain form well; chunk loops there are Python overhead.
-        return F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=ignore_index)
+        logits = F.linear(h, weight).float()
+        if softcap is not None:
+            logits = softcap * torch.tanh(logits / softcap)
+        return F.cross_entropy(logits, targets, ignore_index=ignore_index)
     compute = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else h.dtype
     needs_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    return _ChunkedLinearCrossEntropy.apply(h, weight, targets, ignore_index, compute, needs_grad)
+    return _ChunkedLinearCrossEntropy.apply(h, weight, targets, ignore_index, compute, needs_grad, softcap)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -108,7 +111,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                ignore_index: int, compute: torch.dtype, needs_grad: bool) -> torch.Tensor:
+                ignore_index: int, compute: torch.dtype, needs_grad: bool,
+                softcap: float | None = None) -> torch.Tensor:
         with torch.autocast(h.device.type, enabled=False):
             hc, wc = h.to(compute), weight.to(compute)
             valid = targets != ignore_index
@@ -120,6 +124,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             for s in range(0, hc.size(0), _ChunkedLinearCrossEntropy.ROWS):
                 e = min(s + _ChunkedLinearCrossEntropy.ROWS, hc.size(0))
                 logits = hc[s:e] @ wc.t()
+                tanh = None
+                if softcap is not None:  # in fp32: its gradient needs 1 - tanh^2 to full precision
+                    tanh = torch.tanh(logits.float() / softcap)
+                    logits = (softcap * tanh).to(logits.dtype)
                 tgt = safe_targets[s:e, None]
                 v = valid[s:e]
                 if compute == torch.float32 or not needs_grad:
@@ -137,7 +145,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 # d(mean loss)/d(logits) = (softmax - onehot) / n_valid, zero for ignored rows
                 rows = torch.arange(e - s, device=g.device)
                 g[rows, tgt[:, 0]] -= 1  # indexing, not scatter_add_: that converts the whole bf16 chunk
-                g = g.mul_((v.float() / n_valid)[:, None].to(g.dtype)).to(compute)
+                g = g.mul_((v.float() / n_valid)[:, None].to(g.dtype))
+                if tanh is not None:  # through the cap: d(c tanh(z/c))/dz = 1 - tanh^2
+                    g = g.float().mul_(1 - tanh.square_())
+                g = g.to(compute)
                 grad_h[s:e] = g @ wc
                 grad_w.add_(g.t() @ hc[s:e])
         if needs_grad:
@@ -149,4 +160,4 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        return ((grad_h * grad_out).to(h_dtype), (grad_w * grad_out).to(w_dtype), None, None, None, None)
+        return ((grad_h * grad_out).to(h_dtype), (grad_w * grad_out).to(w_dtype), None, None, None, None, None)

@@ -1,8 +1,16 @@
-"""The GPT architecture, as GPT-2 has it, in one file.
+"""The GPT architecture, as GPT-2 has it, in one file, with switchable modern options.
 
 token embedding + learned position embedding -> N pre-LayerNorm blocks of causal multi-head
 self-attention and a GELU MLP, each with a residual -> final LayerNorm -> output projection tied
 to the token embedding.
+
+Options (all off by default, so the default is GPT-2 exactly): rotary position embeddings
+(`position_embedding="rope"`, Llama's rotate-half form), RMSNorm (`norm="rmsnorm"`), no biases
+(`bias=False`), gated MLPs (`gated_mlp=True` with `activation_function="silu"`: SwiGLU) and ReLU²
+(`activation_function="relu2"`), QK-norm (`qk_norm`: RMSNorm of each head's queries and keys,
+before RoPE, as Qwen3), an untied output layer (`tie_word_embeddings=False`), zero-initialised
+output projections (`zero_init`) and logit soft-capping (`logit_softcap`: c * tanh(z / c)).
+Which file layout a combination can be saved in is hf/llama.py's and checkpoint.py's business.
 
 Parameter names and config keys follow the Hugging Face GPT-2 layout (`transformer.wte`,
 `transformer.h.0.attn.c_attn`, `n_layer`, `n_embd`, ...), so a GPT-2 checkpoint is a loader away
@@ -37,9 +45,18 @@ class GPTConfig:
     activation_function: str = "gelu_new"  # GPT-2's tanh approximation; "gelu" is the exact one
     layer_norm_epsilon: float = 1e-5
     dropout: float = 0.0  # applied to embeddings, attention weights and residual branches
-    bias: bool = True  # biases in Linear layers (GPT-2 has them; False has no GPT-2 equivalent)
+    bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2 has them)
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    # modern options (defaults: GPT-2)
+    position_embedding: str = "learned"  # learned (GPT-2) | rope (rotary, as Llama)
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"  # layernorm (GPT-2) | rmsnorm
+    gated_mlp: bool = False  # down(act(gate(x)) * up(x)); with activation "silu" that is SwiGLU
+    qk_norm: bool = False  # RMSNorm over each head's queries and keys (before RoPE)
+    tie_word_embeddings: bool = True  # the output layer is the token embedding (GPT-2)
+    zero_init: bool = False  # output projections (attn/mlp c_proj, an untied lm_head) start at zero
+    logit_softcap: float | None = None  # logits = c * tanh(logits / c)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -52,10 +69,39 @@ class GPTConfig:
                 raise GptkitError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise GptkitError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.position_embedding not in ("learned", "rope"):
+            raise GptkitError(f"position_embedding must be 'learned' or 'rope', got {self.position_embedding!r}")
+        if self.norm not in ("layernorm", "rmsnorm"):
+            raise GptkitError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
+        if self.position_embedding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise GptkitError(f"rotary embeddings need an even head size, got n_embd/n_head = "
+                              f"{self.n_embd // self.n_head}")
+        if not (math.isfinite(self.rope_theta) and self.rope_theta > 0):
+            raise GptkitError(f"rope_theta must be a finite number > 0, got {self.rope_theta}")
+        if self.logit_softcap is not None and not (math.isfinite(self.logit_softcap) and self.logit_softcap > 0):
+            raise GptkitError(f"logit_softcap must be a finite number > 0 (or None), got {self.logit_softcap}")
+        if self.n_inner is not None and self.n_inner < 1:
+            raise GptkitError(f"n_inner must be >= 1, got {self.n_inner}")
+        if not (math.isfinite(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0):
+            raise GptkitError(f"layer_norm_epsilon must be a finite number > 0, got {self.layer_norm_epsilon}")
 
     @property
     def hidden_size(self) -> int:
-        return self.n_inner or 4 * self.n_embd
+        """The MLP's hidden width: 4 x n_embd as GPT-2; a gated MLP's default, 8/3 x n_embd rounded
+        up to a multiple of 64, keeps the parameter count of GPT-2's MLP (as Llama)."""
+        if self.n_inner:
+            return self.n_inner
+        return -(-8 * self.n_embd // 3 // 64) * 64 if self.gated_mlp else 4 * self.n_embd
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def is_gpt2(self) -> bool:
+        """True when nothing beyond GPT-2's architecture is switched on."""
+        return (self.position_embedding == "learned" and self.norm == "layernorm" and not self.gated_mlp
+                and not self.qk_norm and self.tie_word_embeddings and self.logit_softcap is None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +134,43 @@ def _gelu_new(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-ACTIVATIONS = {"gelu_new": _gelu_new, "gelu_pytorch_tanh": _gelu_new, "gelu": F.gelu, "relu": F.relu}
+def _relu2(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).square()
+
+
+# names as transformers' ACT2FN has them, so that config.json round-trips
+ACTIVATIONS = {"gelu_new": _gelu_new, "gelu_pytorch_tanh": _gelu_new, "gelu": F.gelu, "relu": F.relu,
+               "relu2": _relu2, "silu": F.silu}
+
+
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm computed in the input's dtype (one fused kernel under bf16 autocast too; the
+    weight is cast to it rather than the input to the weight's fp32)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
+def make_norm(config: GPTConfig, dim: int | None = None) -> nn.Module:
+    dim = dim or config.n_embd
+    if config.norm == "rmsnorm":
+        return RMSNorm(dim, eps=config.layer_norm_epsilon)
+    return nn.LayerNorm(dim, eps=config.layer_norm_epsilon, bias=config.bias)
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (B or 1, 1, T, head_dim) for rotary embeddings, computed in fp32 as Llama."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device,
+                                             dtype=torch.int64).float() / head_dim))
+    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, head_dim/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
 class KVCache:
@@ -134,14 +216,23 @@ class CausalSelfAttention(nn.Module):
         self.layer_idx = layer_idx
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(config.head_dim, eps=config.layer_norm_epsilon)
+            self.k_norm = RMSNorm(config.head_dim, eps=config.layer_norm_epsilon)
+        self.qk_norm = config.qk_norm
         self.attn_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         B, T, C = x.shape  # batch, sequence length, n_embd
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         # (B, T, C) -> (B, T, nh, hs) -> (B, nh, T, hs): one attention per head
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
         dropout_p = self.attn_dropout if self.training else 0.0
@@ -153,27 +244,39 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GPT-2's MLP, c_proj(act(c_fc(x))); gated, c_fc computes gate and up together (in that order)
+    and the hidden state is act(gate) * up."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = Linear(config.n_embd, config.hidden_size, bias=config.bias)
-        self.c_proj = Linear(config.hidden_size, config.n_embd, bias=config.bias)
+        self.gated = config.gated_mlp
+        width = config.hidden_size
+        self.c_fc = Linear(config.n_embd, 2 * width if self.gated else width, bias=config.bias)
+        self.c_proj = Linear(width, config.n_embd, bias=config.bias)
         self.act = ACTIVATIONS[config.activation_function]
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        h = self.c_fc(x)
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            h = self.act(gate) * up
+        else:
+            h = self.act(h)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer_idx: int) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer_idx)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask, cache)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, cache, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -181,25 +284,32 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.n_positions, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
-            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias),
-        ))
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.position_embedding == "learned":
+            modules["wpe"] = nn.Embedding(config.n_positions, config.n_embd)
+        modules.update(drop=nn.Dropout(config.dropout),
+                       h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                       ln_f=make_norm(config))
+        self.transformer = nn.ModuleDict(modules)
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied, as GPT-2
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # tied, as GPT-2
         # Set by the loaders (gptkit.hf.load_model, gptkit.quantize), None for a fresh model:
         self.tokenizer: Tokenizer | None = None  # the tokenizer saved beside the weights
         self.tokenizer_error: str | None = None  # why there is none, where the files were unusable
         self.source: str | None = None  # the directory the weights were read from
         self.quantized: str | None = None  # "int8" once gptkit.quantize swapped the Linear layers
         self.apply(self._init_weights)
-        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer) at init.
+        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer) at init; zero_init starts
+        # them (and an untied output layer) at zero, as modded-nanogpt: each block begins as the identity.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init:
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.zero_init and not config.tie_word_embeddings:
+            nn.init.zeros_(self.lm_head.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -218,7 +328,9 @@ class GPT(nn.Module):
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if exclude_embeddings else n
+        if exclude_embeddings and "wpe" in self.transformer:
+            n -= self.transformer.wpe.weight.numel()
+        return n
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                       position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
@@ -230,11 +342,18 @@ class GPT(nn.Module):
                               f"(n_positions = {self.config.n_positions})")
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
-        x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(position_ids))
+        x = self.transformer.wte(input_ids)
+        rope = None
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(position_ids)
+        else:
+            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+            rope = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, dtype)
+        x = self.transformer.drop(x)
         mask = attention_bias(attention_mask, T, past, x.dtype) if (attention_mask is not None or (
             cache is not None and past > 0 and T > 1)) else None
         for block in self.transformer.h:
-            x = block(x, mask, cache)
+            x = block(x, mask, cache, rope)
         if cache is not None:
             cache.advance(T)
         return self.transformer.ln_f(x)
@@ -247,8 +366,14 @@ class GPT(nn.Module):
         h = self.hidden_states(input_ids, attention_mask, position_ids, cache)
         if targets is not None:
             # (B*T, n_embd) against (B*T,): the output layer computes its own loss (fused, or int8)
-            return self.lm_head.cross_entropy(h.flatten(0, 1), targets.flatten())
-        return self.lm_head(h)
+            return self.lm_head.cross_entropy(h.flatten(0, 1), targets.flatten(), softcap=self.config.logit_softcap)
+        return self.output_logits(h)
+
+    def output_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The output layer on hidden states (soft-capped where the model is)."""
+        logits = self.lm_head(h)
+        c = self.config.logit_softcap
+        return logits if c is None else c * torch.tanh(logits / c)
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self(input_ids, targets=targets)

@@ -65,9 +65,12 @@ class Int8Linear(nn.Module):
             y = linear(x2, w, None if self.bias is None else self.bias.to(x.dtype))
         return y.view(*shape[:-1], self.out_features)
 
-    def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor, softcap: float | None = None) -> torch.Tensor:
         """Mean cross-entropy (fp32 softmax) of this layer's logits for h (N, in) against targets (N,)."""
-        return F.cross_entropy(self(h).float(), targets)
+        logits = self(h).float()
+        if softcap is not None:
+            logits = softcap * torch.tanh(logits / softcap)
+        return F.cross_entropy(logits, targets)
 
     def dequantized(self) -> torch.Tensor:
         return self.weight.float() * self.scale[:, None]
@@ -86,7 +89,7 @@ def quantize_int8(model: Any, lm_head: bool = True) -> Any:
                 if isinstance(child, nn.Linear):
                     setattr(parent, name, Int8Linear(child.weight, child.bias))
     if lm_head:
-        model.lm_head = Int8Linear(model.transformer.wte.weight, None)
+        model.lm_head = Int8Linear(model.lm_head.weight, None)  # the embedding itself when tied
     model.quantized = "int8"
     for p in model.parameters():
         p.requires_grad_(False)

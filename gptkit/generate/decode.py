@@ -139,7 +139,7 @@ class _Decoder:
             self.cache = model.new_cache(B, T + max_new)
             h = model.hidden_states(ids, attention_mask=mask, position_ids=pos, cache=self.cache)[:, -1]
         self.next_pos = None if pos is None else pos[:, -1:].repeat_interleave(expand, 0) + 1
-        self.logits = model.lm_head(h).float()
+        self.logits = model.output_logits(h).float()
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; the next-token logits (rows, vocab), fp32."""
@@ -149,7 +149,7 @@ class _Decoder:
                                      cache=self.cache)
         if self.next_pos is not None:
             self.next_pos = self.next_pos + 1
-        self.logits = self.model.lm_head(h[:, -1]).float()
+        self.logits = self.model.output_logits(h[:, -1]).float()
         return self.logits
 
 

@@ -1,4 +1,5 @@
-"""Model files: safetensors weights + config.json in the Hugging Face GPT-2 layout, in and out.
+"""Model files: safetensors weights + config.json in the Hugging Face GPT-2 layout (or Llama's,
+for models GPT-2 cannot express: see llama.py), in and out.
 
 A directory gptkit writes is a valid Hugging Face GPT-2 directory (config.json,
 model.safetensors, vocab.json, merges.txt, ...): transformers' AutoModelForCausalLM and
@@ -30,6 +31,7 @@ from ..errors import GptkitError
 from ..files import atomic_path, write_json
 from ..model import GPT
 from ..tokenizer import load_hf_tokenizer
+from . import llama
 from .gpt2 import (
     _CONV1D_SUFFIXES,
     _check_exportable,
@@ -43,7 +45,7 @@ from .gpt2 import (
 from .hub import resolve_model_dir
 from .weights import CONFIG_FILE, WEIGHTS_FILE, iter_tensors, read_config_dict, weight_files
 
-__all__ = ["load_model", "resolve_dtype", "resolve_model_dir", "save_model"]
+__all__ = ["load_model", "read_state_dict", "resolve_dtype", "resolve_model_dir", "save_model"]
 
 # ---------------------------------------------------------------------------- dtypes
 
@@ -89,7 +91,8 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
     target = resolve_dtype(dtype)
     directory = resolve_model_dir(name_or_path)
     d = read_config_dict(directory)
-    config = config_from_hf(d, str(directory / CONFIG_FILE))
+    is_llama = isinstance(d, dict) and d.get("model_type") in llama.ARCHITECTURES
+    config = (llama.config_from_hf if is_llama else config_from_hf)(d, str(directory / CONFIG_FILE))
     files = weight_files(directory)
     source = str(files[0]) if len(files) == 1 else str(directory)
     if target is None:
@@ -97,6 +100,11 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
     elif target == "auto":
         target = _declared_dtype(d)  # None: the first floating tensor's dtype decides
     device = torch.device(device)
+    if is_llama:  # a Llama / Qwen3 directory: the rotary, RMSNorm, gated-MLP GPT (hf/llama.py)
+        with torch.device("meta"):
+            model = GPT(config)
+        llama.load_state(model, iter_tensors(files), target, device, source)
+        return _finish(model, directory)
 
     with torch.device("meta"):
         model = GPT(config)
@@ -134,12 +142,28 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
         lm_head = None
     load_state_into(model, sd, source)
     del sd
+    return _finish(model, directory)
+
+
+def _finish(model: GPT, directory: Path) -> GPT:
     leftover = [n for n, p in model.named_parameters() if p.is_meta]
-    if leftover:  # load_state_into checks names, so this would be a bug, not a user error
-        raise RuntimeError(f"{source}: parameters left unloaded: {leftover[:3]}")
-    model.tokenizer, model.tokenizer_error = _maybe_tokenizer(directory, config.vocab_size)
+    if leftover:  # the loaders check names, so this would be a bug, not a user error
+        raise RuntimeError(f"{directory}: parameters left unloaded: {leftover[:3]}")
+    model.tokenizer, model.tokenizer_error = _maybe_tokenizer(directory, model.config.vocab_size)
     model.source = str(directory)
     return model.eval()
+
+
+def read_state_dict(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """All tensors of a model directory (either layout) under gptkit's names, for --resume."""
+    from .gpt2 import from_hf_state_dict
+    from .weights import read_weights
+    directory = Path(directory)
+    d = read_config_dict(directory)
+    sd, source = read_weights(directory)
+    if isinstance(d, dict) and d.get("model_type") in llama.ARCHITECTURES:
+        return llama.from_hf_state_dict(sd, llama.config_from_hf(d, str(directory / CONFIG_FILE)), source), source
+    return from_hf_state_dict(sd, source), source
 
 
 # ---------------------------------------------------------------------------- tokenizer
@@ -167,9 +191,12 @@ def _maybe_tokenizer(directory: Path, vocab_size: int | None = None) -> tuple[An
 def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
     """Write config.json + model.safetensors (+ tokenizer files) into `directory`, atomically.
 
-    The result is a Hugging Face GPT-2 directory; what GPT-2 cannot express is refused here,
-    never silently dropped.
+    The result is a Hugging Face GPT-2 directory, or a Llama / Qwen3 one for a model with
+    rotary embeddings, RMSNorm and a gated MLP (hf/llama.py); what no transformers layout can
+    express is refused here (and by the trainer before its first step), never silently dropped.
     """
+    if llama.layout_for(model.config) != "gpt2":
+        return llama.save_model(model, directory, tokenizer)
     if not model.config.bias:
         raise GptkitError("a model with bias=False has no GPT-2 equivalent; it cannot be saved in the "
                           "Hugging Face GPT-2 layout")

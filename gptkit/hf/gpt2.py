@@ -157,7 +157,8 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def load_state_into(model: GPT, sd: dict[str, torch.Tensor], source: str, assign: bool = True) -> None:
     """Check names and shapes, then load; assign=True adopts the tensors (no copy, meta models)."""
-    expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    tied = model.config.tie_word_embeddings
+    expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" or not tied}
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
     if missing:
@@ -170,7 +171,8 @@ def load_state_into(model: GPT, sd: dict[str, torch.Tensor], source: str, assign
             raise GptkitError(f"{source}: tensor {k} has shape {tuple(v.shape)}, config.json implies "
                               f"{tuple(expected[k].shape)}")
     model.load_state_dict(sd, strict=False, assign=assign)
-    model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign
+    if tied:
+        model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign
 
 
 def _check_exportable(config: GPTConfig, sd: dict[str, torch.Tensor]) -> None:

@@ -1,5 +1,6 @@
-"""Training by maximum likelihood: cross-entropy, AdamW, warm-up + cosine schedule, checkpoints
-that resume exactly, and evaluation in loss, perplexity and bits per byte.
+"""Training by maximum likelihood: cross-entropy, AdamW (or Muon + AdamW), a warm-up + cosine or
+warmup-stable-decay schedule over an iteration and/or time budget, checkpoints that resume
+exactly, and evaluation in loss, perplexity and bits per byte.
 
 Rank-aware from the first line (see distributed.py): under torchrun each rank takes its own rows
 of the step's global batch (micro-batch x accumulation x world size rows, each drawn from a seed of
@@ -9,6 +10,7 @@ world size), DDP or FSDP2 keep the ranks in step, and only rank 0 writes.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,24 +27,42 @@ from ..distributed import Runtime, setup_runtime
 from ..errors import GptkitError
 from ..evaluate import evaluate
 from ..files import write_json
-from ..hf import load_model
-from ..hf.gpt2 import from_hf_state_dict, load_state_into
-from ..hf.weights import read_weights
-from ..model import GPT, GPTConfig, preset_config
+from ..hf import load_model, read_state_dict
+from ..hf.gpt2 import load_state_into
+from ..model import GPT, PRESETS, GPTConfig, preset_config
 from ..rundir import RunFiles, load_train_state, plot_losses, read_metrics, write_metrics
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
-from .optim import make_optimizer
-from .schedule import lr_at, with_default_lr
+from .optim import make_optimizer, set_lr
+from .schedule import Schedule, extend, schedule_for, with_default_lr
 from .speed import flops_per_token, measured_step_seconds, peak_flops
 
 # ---------------------------------------------------------------------------- the run
 
+MLPS = {"gelu": dict(activation_function="gelu_new", gated_mlp=False),
+        "relu2": dict(activation_function="relu2", gated_mlp=False),
+        "swiglu": dict(activation_function="silu", gated_mlp=True)}
+
+
 def model_config(cfg: TrainConfig, vocab_size: int, eot_id: int) -> GPTConfig:
     overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "n_positions")
                  if getattr(cfg, k) is not None}
-    return preset_config(cfg.preset, vocab_size=vocab_size, dropout=cfg.dropout, bias=cfg.bias,
-                         eos_token_id=eot_id, bos_token_id=eot_id, **overrides)
+    options = dict(position_embedding=cfg.position_embedding, rope_theta=cfg.rope_theta, norm=cfg.norm,
+                   qk_norm=cfg.qk_norm, tie_word_embeddings=cfg.tie_embeddings, zero_init=cfg.zero_init,
+                   logit_softcap=cfg.logit_softcap, **MLPS[cfg.mlp])
+    base = cfg.preset if cfg.preset in PRESETS else "mini"  # a budget recipe sets the shape itself
+    return preset_config(base, vocab_size=vocab_size, dropout=cfg.dropout, bias=cfg.bias,
+                         eos_token_id=eot_id, bos_token_id=eot_id, **options, **overrides)
+
+
+def check_saveable(config: GPTConfig) -> str:
+    """The transformers layout the model will be saved in; one clear line, before any training,
+    when the options make a model no transformers class can load."""
+    from ..hf.llama import layout_for
+    try:
+        return layout_for(config)
+    except GptkitError as e:
+        raise GptkitError(f"{e}; change the options (see gptkit train --help)") from None
 
 
 def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
@@ -68,15 +88,24 @@ class TrainResult:
     stopped_by: str = "max_iters"
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, on_eval: Any = None) -> TrainResult:
+    """Train as `cfg` says. `on_eval(step, val, progress)` is called after every evaluation (the
+    sweep prunes through it): a true return value stops the run there, checkpointed."""
+    cfg.apply_recipe()
     cfg.validate()
     with_default_lr(cfg)
+    schedule_for(cfg)  # a bad schedule is refused before anything starts
     rt = setup_runtime(cfg)
     try:
         with distr.lost_rank_errors(rt):
-            return _train(cfg, rt)
+            return _train(cfg, rt, on_eval)
     finally:
         distr.shutdown(rt)
+
+
+def _clock() -> float:
+    """Seconds, for the time budget (tests replace it with a deterministic clock)."""
+    return time.perf_counter()
 
 
 def check_block_size(cfg: TrainConfig, n_ctx: int) -> None:
@@ -85,7 +114,7 @@ def check_block_size(cfg: TrainConfig, n_ctx: int) -> None:
                           f"(n_positions = {n_ctx}); lower --block-size or raise --n-positions")
 
 
-def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
+def _train(cfg: TrainConfig, rt: Runtime, on_eval: Any = None) -> TrainResult:
     data_dir, tokenizer, train_data, val_data = _open_data(cfg)
     files = RunFiles(cfg.out)
     torch.manual_seed(cfg.seed)
@@ -94,13 +123,18 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     amp, why = _precision(model, train_data, cfg, rt, files)
     cfg.dtype = "float32" if amp is None else str(amp).removeprefix("torch.")  # what ran, as resume reads it
     runner = _wrap(model, cfg, rt, amp)  # before the optimizer: FSDP replaces the parameters by shards
-    optimizer = make_optimizer(model, cfg, rt.device)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
+                               rt.device, cfg.muon_lr)
     state = _restore(files, model, optimizer, cfg, rt) if cfg.resume else None
-    start, rows = 0, []
+    start, rows, elapsed0, step_s = 0, [], 0.0, 0.0
+    schedule = schedule_for(cfg)
     if state is not None:
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
         rows = read_metrics(files.metrics, up_to_step=start)
+        elapsed0, step_s = float(state.get("elapsed_s", 0.0)), float(state.get("step_s", 0.0))
+        schedule, how = extend(_old_schedule(state, cfg), schedule, start, elapsed0, cfg.extend)
+        _say(rt, f"resumed from step {start} ({elapsed0 / 60:.1f} minutes trained): {how}")
     elif files.last.exists() or files.last.is_symlink():
         raise GptkitError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
     if rt.is_main:
@@ -108,28 +142,39 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         write_json(files.root / "train_config.json", asdict(cfg))
         if cfg.progress:
             print(banner(model, cfg, rt, why, train_data, val_data, start), file=sys.stderr, flush=True)
-    log = _Log(cfg, rt, model, start)
-    t0, stopped_by, val, it = time.time(), "max_iters", {}, start
+    log = _Log(cfg, rt, model, start, files)
+    t0, stopped_by, val, done = _clock(), "max_iters", {}, start
+    budget_s = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
+    if elapsed0 >= budget_s:
+        _say(rt, f"the run has already trained {elapsed0 / 60:.1f} minutes, its whole --max-minutes budget: "
+                 "nothing to do (raise --max-minutes to train on)")
     model.train()
-    for it in range(start, cfg.max_iters):
-        lr = lr_at(it, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    for it in range(start, cfg.max_iters if elapsed0 < budget_s else start):
+        step_start = _clock()
+        # the lr of a step is the schedule's at the step's expected end (the last step's duration
+        # ahead), so that the last step inside a time budget runs at the bottom of the decay
+        lr = schedule.lr_at(it, elapsed0 + (step_start - t0) + step_s)
+        set_lr(optimizer, lr, schedule.lr)
         loss = _train_step(runner, model, optimizer, train_data, cfg, rt, it, amp)
+        step_s, done = _clock() - step_start, it + 1
         step = it + 1
-        log.step(step, loss, lr, rows)
+        elapsed = elapsed0 + (_clock() - t0)
+        log.step(step, loss, lr, rows, elapsed)
         # every rank must agree, or one would stop while the others wait in a collective
-        out_of_time = cfg.max_minutes is not None and distr.any_rank((time.time() - t0) / 60 >= cfg.max_minutes, rt)
+        out_of_time = cfg.max_minutes is not None and distr.any_rank(elapsed >= budget_s, rt)
         if out_of_time:
             stopped_by = "max_minutes"
         if step % cfg.eval_interval == 0 or step == cfg.max_iters or out_of_time:
+            extra = {"schedule": schedule.state(), "elapsed_s": elapsed, "step_s": step_s}
             val = _eval_and_checkpoint(files, model, optimizer, tokenizer, val_data, cfg, rt, step, rows, data_dir,
-                                       amp, log)
+                                       amp, log, extra)
+            if on_eval is not None and on_eval(step, val, schedule.progress(step, elapsed)):
+                stopped_by = "on_eval"
+                break
         if out_of_time:
             break
     log.close()
-    done = it + 1 if cfg.max_iters > start else start
-    tps = (done - start) * log.tokens_per_step / max(time.time() - t0, 1e-9)
+    tps = (done - start) * log.tokens_per_step / max(_clock() - t0, 1e-9)
     return TrainResult(files.root, done, val, tps, stopped_by)
 
 
@@ -140,7 +185,9 @@ def _open_data(cfg: TrainConfig) -> tuple[Path, Tokenizer, TokenShards, TokenSha
     data_dir = Path(cfg.data)
     tokenizer = Tokenizer.load(data_dir)
     if not cfg.init_from:  # check the shape before touching the data: cheap errors first
-        check_block_size(cfg, model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id).n_positions)
+        planned = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id)
+        check_block_size(cfg, planned.n_positions)
+        check_saveable(planned)  # a model no transformers layout holds: refused now, not at its first save
     train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
     for split in (train_data, val_data):
         if split.num_tokens < cfg.block_size + 1:
@@ -180,43 +227,62 @@ def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: Toke
     """What is about to run, before the first step (as nanoGPT and LitGPT print it)."""
     c = model.config
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * rt.world_size
-    total = tokens_per_step * (cfg.max_iters - start)
+    steps = cfg.max_iters - start
+    total = tokens_per_step * steps
     what = f"--init-from {cfg.init_from}" if cfg.init_from else f"preset {cfg.preset}"
     ranks = f" x {rt.world_size} ranks ({rt.strategy})" if rt.world_size > 1 else ""
     lines = [
         (f"model     {model.num_parameters() / 1e6:,.2f}M parameters ({what}: {c.n_layer} layers, {c.n_head} heads, "
         f"{c.n_embd} wide, context {c.n_positions}, vocabulary {c.vocab_size:,})"),
         f"compute   {rt.device}{ranks}, {cfg.dtype} ({why}), {torch.get_num_threads()} threads",
-        (f"steps     {cfg.max_iters - start:,}{f' (resuming at {start:,})' if start else ''} x {tokens_per_step:,} "
+        (f"steps     {f'{steps:,}' if steps < 10**6 else 'as many as fit'}{f' (resuming at {start:,})' if start else ''}"
+        f"{f' in {cfg.max_minutes:g} minutes' if cfg.max_minutes is not None else ''} x {tokens_per_step:,} "
         f"tokens/step (batch {cfg.batch_size} x block {cfg.block_size} x accum {cfg.grad_accum}"
-        f"{f' x {rt.world_size} ranks' if rt.world_size > 1 else ''}) = {total / 1e6:,.2f}M tokens, "
-        f"peak lr {cfg.lr:g}"),
-        (f"data      {train_data.data_dir}: {train_data.num_tokens / 1e6:,.2f}M train tokens "
-        f"({total / max(train_data.num_tokens, 1):.2f} epochs), {val_data.num_tokens / 1e6:,.2f}M val tokens"),
+        f"{f' x {rt.world_size} ranks' if rt.world_size > 1 else ''})"
+        f"{f' = {total / 1e6:,.2f}M tokens' if steps < 10**6 else ''}, peak lr {cfg.lr:g}"),
+        (f"recipe    {cfg.optimizer}{f' (muon lr {cfg.muon_lr:g})' if cfg.muon_lr else ''}, {cfg.schedule} schedule "
+         f"over {'the time budget' if cfg.max_minutes is not None else 'the steps'}; "
+         f"{'GPT-2 architecture' if c.is_gpt2 else _options(c)}"),
+        (f"data      {train_data.data_dir}: {train_data.num_tokens / 1e6:,.2f}M train tokens"
+        f"{f' ({total / max(train_data.num_tokens, 1):.2f} epochs)' if steps < 10**6 else ''}, "
+        f"{val_data.num_tokens / 1e6:,.2f}M val tokens"),
         f"output    {Path(cfg.out)} (model files, checkpoints/, metrics.jsonl, loss.png)",
     ]
     return "\n".join(lines)
+
+
+def _options(c: GPTConfig) -> str:
+    parts = [c.position_embedding == "rope" and "RoPE", c.norm == "rmsnorm" and "RMSNorm",
+             not c.bias and "no bias", c.gated_mlp and f"gated {c.activation_function} MLP",
+             not c.gated_mlp and c.activation_function == "relu2" and "ReLU² MLP", c.qk_norm and "QK-norm",
+             not c.tie_word_embeddings and "untied head", c.zero_init and "zero-init projections",
+             c.logit_softcap is not None and f"logit soft-cap {c.logit_softcap:g}"]
+    return ", ".join(p for p in parts if p)
 
 
 class _Log:
     """Train-loss rows every log_interval steps (tokens/s, MFU where the peak is known) and the
     progress bar."""
 
-    def __init__(self, cfg: TrainConfig, rt: Runtime, model: GPT, start: int) -> None:
+    def __init__(self, cfg: TrainConfig, rt: Runtime, model: GPT, start: int, files: RunFiles) -> None:
         self.cfg, self.rt = cfg, rt
+        self.tb = _tensorboard(files, cfg, rt, start)
         self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * rt.world_size
         self.flops_per_token, self.peak = flops_per_token(model, cfg.block_size), peak_flops(rt.device)
         self.bar = _progress(cfg, rt, start)
         self.last, self.tokens_since = time.time(), 0
 
-    def step(self, step: int, loss: torch.Tensor, lr: float, rows: list[dict[str, Any]]) -> None:
+    def step(self, step: int, loss: torch.Tensor, lr: float, rows: list[dict[str, Any]], elapsed: float) -> None:
         self.tokens_since += self.tokens_per_step
         if step % self.cfg.log_interval == 0 or step == self.cfg.max_iters:
             value = loss.item()  # the one wait for the device per log interval (the loss stays on it till now)
             now = time.time()
             tps = self.tokens_since / max(now - self.last, 1e-9)
             rows.append({"kind": "train", "step": step, "loss": value, "lr": lr, "tokens_per_s": tps,
-                         "tokens": step * self.tokens_per_step, "time": now})
+                         "tokens": step * self.tokens_per_step, "time": now, "elapsed_s": round(elapsed, 3)})
+            if self.tb is not None:
+                for k in ("loss", "lr", "tokens_per_s"):
+                    self.tb.add_scalar(f"train/{k}", rows[-1][k], step)
             # MFU: model FLOPs per token x tokens/s over the devices' bf16 peak (GPUs in the table only)
             mfu = self.flops_per_token * tps / (self.peak * self.rt.world_size) if self.peak else None
             if mfu is not None:
@@ -235,18 +301,24 @@ class _Log:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 def _eval_and_checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
                          val_data: TokenShards, cfg: TrainConfig, rt: Runtime, step: int,
                          rows: list[dict[str, Any]], data_dir: Path, amp: torch.dtype | None,
-                         log: _Log) -> dict[str, float]:
+                         log: _Log, extra: dict[str, Any]) -> dict[str, float]:
     val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, amp, rt)
     rows.append({"kind": "eval", "step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"],
                  "val_bits_per_byte": val["bits_per_byte"], "time": time.time()})
     log.write(f"step {step}: val loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f}, "
               f"bits/byte {val['bits_per_byte']:.4f}")
-    _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir)
+    if log.tb is not None:
+        log.tb.add_scalar("val/loss", val["loss"], step)
+        log.tb.add_scalar("val/bits_per_byte", val["bits_per_byte"], step)
+        log.tb.flush()
+    _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir, extra)
     return val
 
 
@@ -282,16 +354,21 @@ def _progress(cfg: TrainConfig, rt: Runtime, start: int) -> Any:
     if not (cfg.progress and rt.is_main):
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=cfg.max_iters, initial=start, desc="train", unit="it", dynamic_ncols=True)
+    # a time budget with an iteration cap far away: count steps without a meaningless total
+    total = None if cfg.max_minutes is not None and cfg.max_iters >= 1_000_000 else cfg.max_iters
+    desc = f"train ({cfg.max_minutes:g} min)" if cfg.max_minutes is not None else "train"
+    return tqdm(total=total, initial=start, desc=desc, unit="it", dynamic_ncols=True)
 
 
 def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
-                cfg: TrainConfig, rt: Runtime, step: int, rows: list[dict[str, Any]], data_dir: Path) -> None:
+                cfg: TrainConfig, rt: Runtime, step: int, rows: list[dict[str, Any]], data_dir: Path,
+                extra: dict[str, Any] | None = None) -> None:
     """Rank 0 writes the checkpoint; under FSDP every rank first writes its own shards of the model
     and optimizer into it (torch.distributed.checkpoint), and the whole model is gathered to rank
     0's CPU for the Hugging Face model.safetensors."""
     state = {"step": step, "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(cfg)),
-             "data": str(data_dir.resolve()), "world_size": rt.world_size, "strategy": rt.strategy}
+             "data": str(data_dir.resolve()), "world_size": rt.world_size, "strategy": rt.strategy,
+             **(extra or {})}
     to_save: GPT | None = model
     if rt.strategy == "fsdp":
         if rt.is_main:
@@ -313,7 +390,7 @@ def _model_from_state(config: GPTConfig, sd: dict[str, torch.Tensor]) -> GPT:
     """A GPT that adopts the tensors of a full state dict (no copy), for saving."""
     with torch.device("meta"):
         model = GPT(config)
-    sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
+    sd = {k: v for k, v in sd.items() if k != "lm_head.weight" or not config.tie_word_embeddings}
     load_state_into(model, sd, "the gathered FSDP state", assign=True)
     return model
 
@@ -333,8 +410,7 @@ def _restore(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, cfg:
     if "optimizer" not in state:  # written under FSDP
         distr.load_sharded(model, optimizer, sharded)
     else:
-        sd, source = read_weights(files.last)
-        sd = from_hf_state_dict(sd, source)
+        sd, source = read_state_dict(files.last)  # either layout (GPT-2's, Llama's)
         if rt.strategy == "fsdp":
             distr.load_full_into_sharded(model, optimizer, sd, state["optimizer"])
         else:
@@ -351,3 +427,33 @@ def _restore(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, cfg:
                        f"world_size), the checkpoint was trained with {old_global}: the run continues, but "
                        "not as the uninterrupted run would have (keep the product to resume exactly)")
     return state
+
+
+def _old_schedule(state: dict[str, Any], cfg: TrainConfig) -> Schedule:
+    """The schedule the checkpoint was following (older checkpoints: rebuilt from their config)."""
+    if isinstance(state.get("schedule"), dict):
+        return Schedule.from_state(state["schedule"])
+    try:
+        old = TrainConfig.from_dict({k: v for k, v in json.loads(state["config"]).items()
+                                     if k in TrainConfig.__dataclass_fields__}, "the checkpoint")
+        with_default_lr(old)
+        return schedule_for(old)
+    except (KeyError, TypeError, ValueError, GptkitError):
+        return schedule_for(cfg)
+
+
+def _say(rt: Runtime, message: str) -> None:
+    """A line for the user on stderr, from rank 0 only."""
+    if rt.is_main:
+        print(f"gptkit: {message}", file=sys.stderr, flush=True)
+
+
+def _tensorboard(files: RunFiles, cfg: TrainConfig, rt: Runtime, start: int) -> Any:
+    """A TensorBoard writer into <out>/tb (rank 0; None when off or tensorboard is missing)."""
+    if not (cfg.tensorboard and rt.is_main):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(files.root / "tb"), purge_step=start or None)

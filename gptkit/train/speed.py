@@ -32,7 +32,7 @@ def flops_per_token(model: torch.nn.Module, block_size: int) -> float:
     """Training FLOPs per token, forward + backward (PaLM, appendix B): 6 N + 12 L H Q T, with N the
     parameters less the position embedding (the tied wte is the output layer's matmul)."""
     c = model.config
-    n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
+    n = model.num_parameters(exclude_embeddings=True)  # less wpe (rotary models have none)
     return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block_size
 
 

@@ -1,0 +1,139 @@
+"""The learning-rate range test (Leslie Smith; fastai's lr_find): train a copy of the model for
+a few hundred steps while the lr grows exponentially from tiny to huge, record the smoothed loss
+at each lr, and suggest the lr a tenth of the one where the loss bottoms out (the loss still falls
+fast there, and is far from divergence). The model and optimizer the caller holds are untouched:
+the test runs on deep copies.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import TokenShards
+from ..data.batches import rank_batch
+from ..device import autocast, autocast_dtype
+from ..distributed import Runtime
+from ..errors import GptkitError
+from ..files import atomic_path
+from ..tokenizer import Tokenizer
+from .config import TrainConfig
+from .optim import make_optimizer, set_lr
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # smoothed (bias-corrected EMA)
+    suggested_lr: float = float("nan")
+    min_loss_lr: float = float("nan")
+    stopped_early: bool = False
+
+
+def lr_range_test(model: torch.nn.Module, data: TokenShards, cfg: TrainConfig, start_lr: float = 1e-6,
+                  end_lr: float = 1.0, steps: int = 200, optimizer: Any = None, smoothing: float = 0.98,
+                  diverge: float = 4.0) -> LRFindResult:
+    """Run the range test on copies of `model` (and `optimizer`, whose state it starts from, if
+    given). Stops early once the smoothed loss exceeds `diverge` x its minimum."""
+    if not (0 < start_lr < end_lr) or not all(map(math.isfinite, (start_lr, end_lr))):
+        raise GptkitError(f"--start-lr {start_lr:g} must be > 0 and below --end-lr {end_lr:g}")
+    if steps < 10:
+        raise GptkitError(f"--steps must be >= 10, got {steps}")
+    device = next(model.parameters()).device
+    work = copy.deepcopy(model).train()
+    opt = make_optimizer(work, cfg.optimizer, start_lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device,
+                         None if cfg.muon_lr is None else cfg.muon_lr * start_lr / cfg.lr)
+    if optimizer is not None:  # continue from the caller's optimizer statistics, on the copy
+        opt.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+        opt.gptkit_peaks = [start_lr] * len(opt.param_groups)
+    amp = autocast_dtype(cfg.dtype if cfg.dtype != "auto" else "float32", device)
+    rt = Runtime(device=device)
+    result = LRFindResult()
+    avg, best = 0.0, math.inf
+    gamma = (end_lr / start_lr) ** (1 / (steps - 1))
+    for i in range(steps):
+        lr = start_lr * gamma ** i
+        set_lr(opt, lr, start_lr)
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y = rank_batch(data, cfg.batch_size, cfg.block_size, cfg.seed, i, rt, micro)
+            x, y = x.to(device), y.to(device)
+            with autocast(device, amp):
+                loss = work(x, targets=y) / cfg.grad_accum
+            loss.backward()
+            total += loss.item()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(work.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if not math.isfinite(total):
+            result.stopped_early = True
+            break
+        avg = smoothing * avg + (1 - smoothing) * total
+        smoothed = avg / (1 - smoothing ** (i + 1))
+        result.lrs.append(lr)
+        result.losses.append(smoothed)
+        best = min(best, smoothed)
+        if i > 10 and smoothed > diverge * best:
+            result.stopped_early = True
+            break
+    if len(result.losses) < 5:
+        raise GptkitError("the loss diverged at once: lower --start-lr")
+    k = min(range(len(result.losses)), key=result.losses.__getitem__)
+    result.min_loss_lr = result.lrs[k]
+    result.suggested_lr = result.min_loss_lr / 10
+    return result
+
+
+def plot(result: LRFindResult, path: str | Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(result.lrs, result.losses, lw=1.5, label="smoothed train loss")
+    ax.axvline(result.suggested_lr, color="C2", ls="--", label=f"suggested lr {result.suggested_lr:.2g}")
+    ax.axvline(result.min_loss_lr, color="C3", ls=":", label=f"loss minimum at {result.min_loss_lr:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss (nats/token)")
+    lo = min(result.losses)
+    ax.set_ylim(lo - 0.1 * abs(lo), min(max(result.losses), result.losses[0] * 1.2 + 0.1))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def lr_find(cfg: TrainConfig, out: str | Path = "lr_find.png", start_lr: float = 1e-6, end_lr: float = 1.0,
+            steps: int = 200) -> LRFindResult:
+    """The range test for the model `cfg` describes (fresh, or --init-from), on its data."""
+    from .loop import build_model, check_block_size, check_saveable, model_config
+    from .schedule import with_default_lr
+    cfg.apply_recipe()
+    cfg.validate()
+    with_default_lr(cfg)
+    if cfg.data is None:
+        raise GptkitError("no --data given")
+    tokenizer = Tokenizer.load(cfg.data)
+    if not cfg.init_from:
+        mconfig = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id)
+        check_block_size(cfg, mconfig.n_positions)
+        check_saveable(mconfig)
+    data = TokenShards(cfg.data, "train")
+    if data.num_tokens < cfg.block_size + 1:
+        raise GptkitError(f"the train split of {cfg.data} has fewer than block_size+1 tokens")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, tokenizer)
+    check_block_size(cfg, model.config.n_positions)
+    result = lr_range_test(model, data, cfg, start_lr, end_lr, steps)
+    plot(result, out)
+    return result

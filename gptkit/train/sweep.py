@@ -1,0 +1,264 @@
+"""Hyperparameter search with Optuna: TPE sampling, pruning of hopeless trials from their
+intermediate val loss, every trial a normal run directory, results as a table, a plot, TensorBoard
+hparams and the best config as a file that `gptkit train --config` accepts.
+
+The study lives in `<out>/study.db` (Optuna's RDB storage on SQLite), so a sweep that is killed
+resumes where it stopped: rerun the same command. A trial that was running when its process died
+is marked failed and queued again with the same parameters; the new trial continues the dead
+one's run directory from its last checkpoint (the time-budget schedule resumes exactly). Several
+processes may run the same command at once: they share the study and stop at --trials in all.
+
+Trials are compared at equal budget fractions: intermediate values are reported at the schedule's
+progress (0-1000 per mille of the budget), which is what the median pruner compares across trials.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import GptkitError
+from ..files import atomic_path, write_json
+from .config import TrainConfig
+
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "lr": {"low": 3e-4, "high": 1e-2, "log": True},
+    "n_layer": {"low": 2, "high": 6},
+    "n_embd": {"choices": [64, 128, 192, 256]},
+    "batch_size": {"choices": [8, 16, 32]},
+    "warmup_iters": {"low": 10, "high": 100, "log": True},
+}
+STUDY = "gptkit-sweep"
+
+
+@dataclass
+class SweepResult:
+    table: str
+    best_trial: int
+    best_value: float
+    best_config: Path
+    plot: Path
+
+
+def load_space(path: str | None) -> dict[str, dict[str, Any]]:
+    if path is None:
+        return DEFAULT_SPACE
+    from ..cli.args import load_config_file
+    space = load_config_file(path)
+    known = {f.name for f in fields(TrainConfig)}
+    for name, spec in space.items():
+        if name not in known:
+            raise GptkitError(f"{path}: {name!r} is not a training option")
+        ok = isinstance(spec, dict) and (
+            (isinstance(spec.get("choices"), list) and spec["choices"])
+            or (isinstance(spec.get("low"), (int, float)) and isinstance(spec.get("high"), (int, float))
+                and spec["low"] < spec["high"] and (not spec.get("log") or spec["low"] > 0)))
+        if not ok:
+            raise GptkitError(f"{path}: {name} needs choices = [...] or low < high (log = true needs low > 0)")
+    return space
+
+
+def _suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    params = {}
+    for name, spec in space.items():
+        if "choices" in spec:
+            params[name] = trial.suggest_categorical(name, spec["choices"])
+        elif isinstance(spec["low"], int) and isinstance(spec["high"], int):
+            params[name] = trial.suggest_int(name, spec["low"], spec["high"], log=bool(spec.get("log")))
+        else:
+            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+    return params
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _requeue_dead_trials(study: Any) -> None:
+    """RUNNING trials whose process is gone (a killed sweep): fail them and queue their params
+    again, pointing the new trial at the old run directory so it resumes from its checkpoint."""
+    from optuna.trial import TrialState
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid, host = t.user_attrs.get("pid"), t.user_attrs.get("host")
+        if host != socket.gethostname() or not isinstance(pid, int) or _alive(pid):
+            continue
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"resume_dir": t.user_attrs.get("run_dir", ""),
+                                                  "requeued_from": t.number})
+
+
+def sweep(base: dict[str, Any], out: str | Path, budget_minutes: float, trials: int, space_file: str | None = None,
+          seed: int = 0, progress: bool = True, config_source: str = "flags") -> SweepResult:
+    import optuna
+
+    from .loop import train
+    if not (math.isfinite(budget_minutes) and budget_minutes > 0):
+        raise GptkitError(f"--budget-minutes must be > 0, got {budget_minutes}")
+    if trials < 1:
+        raise GptkitError(f"--trials must be >= 1, got {trials}")
+    space = load_space(space_file)
+    out = Path(out)
+    base = {k: v for k, v in base.items() if k not in ("out", "resume", "progress")}
+    base.setdefault("max_iters", 1_000_000_000)
+    TrainConfig.from_dict({**base, "max_minutes": budget_minutes}, config_source).validate()  # fail before trial 1
+    settings = {"base": base, "budget_minutes": budget_minutes, "space": space}
+    out.mkdir(parents=True, exist_ok=True)
+    settings_file = out / "sweep.json"
+    if settings_file.is_file():
+        before = json.loads(settings_file.read_text())
+        if before != json.loads(json.dumps(settings)):
+            raise GptkitError(f"{out} holds a sweep started with other options (see {settings_file}); "
+                              "rerun it with the same ones to resume it, or choose another --out")
+    else:
+        write_json(settings_file, settings)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY, storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True, direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, trials)),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=250))
+    _requeue_dead_trials(study)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    tb = _writer(out)
+
+    def objective(trial: Any) -> float:
+        params = _suggest(trial, space)
+        resume_dir = trial.user_attrs.get("resume_dir")
+        run_dir = Path(resume_dir) if resume_dir else out / f"trial-{trial.number:03d}"
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("run_dir", str(run_dir))
+        resume = (run_dir / "checkpoints" / "last").exists()
+        try:
+            cfg = TrainConfig.from_dict({**base, **params, "out": str(run_dir), "max_minutes": budget_minutes,
+                                         "resume": resume, "progress": False}, config_source)
+        except GptkitError as e:
+            trial.set_user_attr("error", str(e))
+            raise optuna.TrialPruned(str(e)) from None
+        if progress:
+            print(f"sweep: trial {trial.number} ({'resuming ' + str(run_dir) if resume else run_dir}): "
+                  + ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()), flush=True)
+
+        def on_eval(step: int, val: dict[str, float], p: float) -> bool:
+            trial.report(val["loss"], step=min(1000, int(round(p * 1000))))
+            return trial.should_prune()
+        try:
+            result = train(cfg, on_eval=on_eval)
+        except GptkitError as e:  # a combination the trainer refuses (before its first step)
+            trial.set_user_attr("error", str(e))
+            raise optuna.TrialPruned(str(e)) from None
+        value = result.val.get("loss", math.nan)
+        if tb is not None:
+            tb.add_scalar("sweep/val_loss", value, trial.number)
+            tb.add_hparams({k: v for k, v in params.items()}, {"hparam/val_loss": value},
+                           run_name=f"trial-{trial.number:03d}")
+            tb.flush()
+        if result.stopped_by == "on_eval":
+            raise optuna.TrialPruned(f"pruned at step {result.step}")
+        if not math.isfinite(value):
+            raise optuna.TrialPruned("non-finite val loss")
+        return value
+
+    done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+    if done < trials:
+        study.optimize(objective, n_trials=trials - done, catch=(),
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)])
+    if tb is not None:
+        tb.close()
+    return _report(study, out, base, budget_minutes)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _writer(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def _report(study: Any, out: Path, base: dict[str, Any], budget_minutes: float) -> SweepResult:
+    from optuna.trial import TrialState
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({k for t in trials for k in t.params})
+    header = ["trial", "state", "val_loss", *names, "minutes"]
+    rows = []
+    for t in trials:
+        minutes = (t.datetime_complete - t.datetime_start).total_seconds() / 60 if t.datetime_complete and \
+            t.datetime_start else float("nan")
+        value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
+                                                     if t.intermediate_values else float("nan"))
+        rows.append([t.number, t.state.name.lower(), value, *[t.params.get(n, "") for n in names], minutes])
+    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    widths = [max(len(str(h)), *(len(_cell(r[i])) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(_cell(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise GptkitError(f"no trial of the sweep in {out} completed (all were pruned or failed); see results.csv")
+    best = min(complete, key=lambda t: t.value)
+    best_cfg = {**base, **best.params, "max_minutes": budget_minutes}
+    best_file = out / "best.toml"
+    with atomic_path(best_file) as tmp:
+        tmp.write_text(f"# gptkit sweep: best of {len(complete)} complete trials, trial {best.number}, "
+                       f"val loss {best.value:.4f}\n# gptkit train --config {best_file}\n" + _toml(best_cfg))
+    plot = _plot(trials, out / "sweep.png")
+    return SweepResult("\n".join(lines), best.number, best.value, best_file, plot)
+
+
+def _cell(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _toml(d: dict[str, Any]) -> str:
+    lines = []
+    for k, v in sorted(d.items()):
+        if v is None:
+            continue
+        lines.append(f"{k} = {json.dumps(v) if not isinstance(v, float) else repr(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(trials: list[Any], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+    fig, ax = plt.subplots(figsize=(7, 4))
+    done = [(t.number, t.value) for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)]) for t in trials
+              if t.state == TrialState.PRUNED and t.intermediate_values]
+    if done:
+        ax.plot(*zip(*done), "o", label="complete")
+        best, line = math.inf, []
+        for n, v in sorted(done):
+            best = min(best, v)
+            line.append((n, best))
+        ax.step(*zip(*line), where="post", label="best so far")
+    if pruned:
+        ax.plot(*zip(*pruned), "x", color="C3", label="pruned (last value)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("val loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
