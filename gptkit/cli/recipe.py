@@ -3,11 +3,12 @@ training config, each trial a normal run directory)."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .args import add_dataclass_args, from_args
+from .args import option as _opt
 from .prepare import STDLIB_TOKENIZER, STDLIB_VOCAB, corpus_data_dir, stdlib_data_dir
 
 LR_FIND_SKIP = ("data", "progress", "out", "resume", "max_iters", "max_minutes", "extend", "eval_interval",
@@ -17,22 +18,33 @@ SWEEP_SKIP = ("data", "progress", "out", "resume", "max_minutes", "extend")
 
 
 @dataclass
+class DataOptions:
+    """What lr-find and sweep train on (as `gptkit train`); every TrainConfig field is a flag too."""
+    data: str | None = _opt(None, "a directory written by `gptkit prepare`, or raw text, prepared once into the "
+                            "cache (none: the Python standard library corpus)")
+    tokenizer: str = _opt(STDLIB_TOKENIZER, "for raw --data: gpt2, bytes, bpe, or a tokenizer directory")
+    vocab_size: int | None = _opt(None, f"for raw --data with bpe: tokens in the trained vocabulary (none: {STDLIB_VOCAB})")
+    config: str | None = _opt(None, "a JSON or TOML file of training options; flags override it")
+    quiet: bool = _opt(False, "less output", flags=["-q"])
+
+
+@dataclass
 class LRFindOptions:
-    start_lr: float = field(default=1e-6, metadata={"help": "the ramp's first learning rate"})
-    end_lr: float = field(default=1.0, metadata={"help": "the ramp's last learning rate"})
-    steps: int = field(default=200, metadata={"help": "training steps of the ramp (on a copy of the model)"})
-    plot: str = field(default="lr_find.png", metadata={"help": "where to save the loss-vs-lr plot (PNG)"})
+    start_lr: float = _opt(1e-6, "the ramp's first learning rate")
+    end_lr: float = _opt(1.0, "the ramp's last learning rate")
+    steps: int = _opt(200, "training steps of the ramp (on a copy of the model)")
+    plot: str = _opt("lr_find.png", "where to save the loss-vs-lr plot (PNG)")
 
 
 @dataclass
 class SweepOptions:
-    out: str = field(default="runs/sweep", metadata={"help": "the sweep directory: study.db, trial-NNN/ run "
-                                                             "directories, results.csv, sweep.png, best.toml"})
-    budget_minutes: float = field(default=2.0, metadata={"help": "each trial's training budget, in minutes"})
-    trials: int = field(default=10, metadata={"help": "trials in the study, across all processes and resumes"})
-    space: str | None = field(default=None, metadata={"help": "a search-space file (TOML/JSON); none: the "
-                                                                "built-in space (lr, width, depth, ...)"})
-    sampler_seed: int = field(default=0, metadata={"help": "seed of the TPE sampler"})
+    out: str = _opt("runs/sweep", "the sweep directory: study.db, trial-NNN/ run directories, results.csv, "
+                    "sweep.png, best.toml, tb/")
+    budget_minutes: float = _opt(2.0, "each trial's training budget, in minutes")
+    trials: int = _opt(10, "trials in the study, across all processes and resumes")
+    space: str | None = _opt(None, "a search-space file (TOML/JSON); none: the built-in space (lr, width, depth, "
+                             "batch, warm-up)")
+    sampler_seed: int = _opt(0, "seed of the TPE sampler")
 
 
 def _data(args: argparse.Namespace, progress: bool) -> str:
@@ -81,13 +93,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, skip: tuple[str, ...]) -> None:
     from ..train import TrainConfig
-    p.add_argument("--data", default=None, help="a prepared data directory, or raw text (prepared once into the "
-                   "cache); none: the standard-library corpus")
-    p.add_argument("--tokenizer", default=STDLIB_TOKENIZER, help="for raw --data: gpt2, bytes, bpe (default)")
-    p.add_argument("--vocab-size", type=int, default=None, help=f"for raw --data with bpe (default {STDLIB_VOCAB})")
-    p.add_argument("--config", default=None, help="a JSON or TOML file of training options; flags override it")
-    add_dataclass_args(p, TrainConfig, skip=skip)
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_dataclass_args(p, DataOptions)
+    add_dataclass_args(p, TrainConfig, skip=skip, suppress=True)
 
 
 def register(sub: Any) -> None:

@@ -15,7 +15,7 @@ def _opt(default: Any, help: str) -> Any:
 
 
 def _choice(default: Any, choices: tuple[str, ...], help: str) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+    return field(default=default, metadata={"help": help, "choices": choices, "cli": {"choices": choices}})
 
 
 @dataclass
