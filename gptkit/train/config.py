@@ -24,7 +24,7 @@ class TrainConfig:
     data: str | None = _opt(None, "a prepared data directory; None: the embedded stdlib corpus")
     out: str = _opt("runs/stdlib", "the run directory to write (model, checkpoints/, metrics.jsonl, loss.png)")
     preset: str = _opt("mini", "model size: tiny, mini, small, gpt2, gpt2-medium, gpt2-large, gpt2-xl; or a "
-                               "budget recipe, cpu-10min or gpu-1h (model, optimizer, schedule and time budget "
+                               "budget recipe, cpu-4min, cpu-10min or gpu-1h (model, optimizer, schedule and time budget "
                                "tuned together; any flag overrides its part)")
     init_from: str | None = _opt(None, "a model directory or Hub id to continue training from")
     # model overrides (None = the preset's value)
@@ -169,6 +169,11 @@ RECIPES: dict[str, dict[str, Any]] = {
                       position_embedding="rope", norm="rmsnorm", mlp="swiglu", bias=False,
                       optimizer="muon", muon_lr=0.02, lr=3e-3, warmup_iters=50, schedule="wsd", cooldown=0.4,
                       max_minutes=10.0, max_iters=1_000_000_000, eval_interval=500, eval_iters=10),
+    # make run's budget: its corpus (the standard library, BPE 4096) and model size, modern options
+    "cpu-4min": dict(n_layer=4, n_head=4, n_embd=256, n_positions=512, block_size=256, batch_size=16,
+                     position_embedding="rope", norm="rmsnorm", mlp="swiglu", bias=False,
+                     optimizer="muon", muon_lr=0.02, lr=3e-3, warmup_iters=30, schedule="wsd", cooldown=0.4,
+                     max_minutes=4.0, max_iters=1_000_000_000, eval_interval=100, eval_iters=20),
     "gpu-1h": dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024, block_size=1024, batch_size=32,
                    position_embedding="rope", norm="rmsnorm", mlp="swiglu", bias=False, qk_norm=True,
                    tie_embeddings=False, zero_init=True, optimizer="muon", muon_lr=0.02, lr=3e-3,
