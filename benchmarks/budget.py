@@ -46,13 +46,11 @@ def run(name: str, overrides: dict, data: str, out: Path, minutes: float, seed: 
     wall = time.time() - t
     model = load_model(out)
     val = TokenShards(data, "val")
-    with open(out / "train_state_dtype.json", "w") as f:  # what precision auto chose, for the record
-        json.dump({"dtype": cfg.dtype}, f)
     amp = autocast_dtype("float32", model.device)
     whole = evaluate(model, val, cfg.block_size, 16, None, amp)
     return {"recipe": name, "steps": r.step, "tokens_per_s": round(r.tokens_per_s), "train_minutes": round(wall / 60, 2),
             "val_loss": round(whole["loss"], 4), "bits_per_byte": round(whole["bits_per_byte"], 4),
-            "eval_tokens": whole["eval_tokens"], "params": model.num_parameters()}
+            "eval_tokens": whole["eval_tokens"], "params": model.num_parameters(), "dtype": cfg.dtype}
 
 
 def main() -> int:
