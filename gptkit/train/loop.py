@@ -88,9 +88,20 @@ class TrainResult:
     stopped_by: str = "max_iters"
 
 
-def train(cfg: TrainConfig, on_eval: Any = None) -> TrainResult:
-    """Train as `cfg` says. `on_eval(step, val, progress)` is called after every evaluation (the
-    sweep prunes through it): a true return value stops the run there, checkpointed."""
+def train(cfg: TrainConfig, hooks: Any = None, on_eval: Any = None) -> TrainResult:
+    """Train as cfg says. `on_eval(step, val, progress)` is called after every evaluation (the
+    sweep prunes through it): a true return value stops the run there, checkpointed.
+    `hooks` (optional) adapts the loop to another objective without forking
+    it — gptkit.tasks.finetune.TaskHooks is the one in use. It provides:
+      tokenizer, data(split) -> an object with TokenShards' batch interface (its rank_batch, if
+        any, gives a rank's micro-batch; targets of -100 are not learned);
+      prepare_model(model) before the optimizer is built (e.g. inject LoRA adapters);
+      saveable(model) -> the GPT written as model.safetensors; state() -> extra training state;
+      save_extra(directory) -> more files in each checkpoint; restore(model, state) -> True when
+        it restored the weights itself;
+      after_eval(step, model) -> extra metrics for the eval row; after_checkpoint(out, step);
+      stop -> True to stop early ("early_stopping").
+    """
     cfg.apply_recipe()
     cfg.validate()
     with_default_lr(cfg)
@@ -98,7 +109,7 @@ def train(cfg: TrainConfig, on_eval: Any = None) -> TrainResult:
     rt = setup_runtime(cfg)
     try:
         with distr.lost_rank_errors(rt):
-            return _train(cfg, rt, on_eval)
+            return _train(cfg, rt, hooks, on_eval)
     finally:
         distr.shutdown(rt)
 
@@ -114,18 +125,20 @@ def check_block_size(cfg: TrainConfig, n_ctx: int) -> None:
                           f"(n_positions = {n_ctx}); lower --block-size or raise --n-positions")
 
 
-def _train(cfg: TrainConfig, rt: Runtime, on_eval: Any = None) -> TrainResult:
-    data_dir, tokenizer, train_data, val_data = _open_data(cfg)
+def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None) -> TrainResult:
+    data_dir, tokenizer, train_data, val_data = _open_data(cfg, hooks)
     files = RunFiles(cfg.out)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tokenizer)
     check_block_size(cfg, model.config.n_positions)  # --init-from: known only once loaded
+    if hooks is not None:
+        hooks.prepare_model(model)
     amp, why = _precision(model, train_data, cfg, rt, files)
     cfg.dtype = "float32" if amp is None else str(amp).removeprefix("torch.")  # what ran, as resume reads it
     runner = _wrap(model, cfg, rt, amp)  # before the optimizer: FSDP replaces the parameters by shards
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                rt.device, cfg.muon_lr)
-    state = _restore(files, model, optimizer, cfg, rt) if cfg.resume else None
+    state = _restore(files, model, optimizer, cfg, rt, hooks) if cfg.resume else None
     start, rows, elapsed0, step_s = 0, [], 0.0, 0.0
     schedule = schedule_for(cfg)
     if state is not None:
@@ -167,9 +180,12 @@ def _train(cfg: TrainConfig, rt: Runtime, on_eval: Any = None) -> TrainResult:
         if step % cfg.eval_interval == 0 or step == cfg.max_iters or out_of_time:
             extra = {"schedule": schedule.state(), "elapsed_s": elapsed, "step_s": step_s}
             val = _eval_and_checkpoint(files, model, optimizer, tokenizer, val_data, cfg, rt, step, rows, data_dir,
-                                       amp, log, extra)
+                                       amp, log, extra, hooks)
             if on_eval is not None and on_eval(step, val, schedule.progress(step, elapsed)):
                 stopped_by = "on_eval"
+                break
+            if hooks is not None and hooks.stop:
+                stopped_by = "early_stopping"
                 break
         if out_of_time:
             break
@@ -178,11 +194,13 @@ def _train(cfg: TrainConfig, rt: Runtime, on_eval: Any = None) -> TrainResult:
     return TrainResult(files.root, done, val, tps, stopped_by)
 
 
-def _open_data(cfg: TrainConfig) -> tuple[Path, Tokenizer, TokenShards, TokenShards]:
+def _open_data(cfg: TrainConfig, hooks: Any = None) -> tuple[Path, Tokenizer, TokenShards, TokenShards]:
     """The data directory's tokenizer and splits; cheap checks (the model's shape) come first."""
     if cfg.data is None:
         raise GptkitError("no --data given (the CLI prepares the embedded corpus; the API needs a data dir)")
     data_dir = Path(cfg.data)
+    if hooks is not None:  # task examples, tokenized by the hooks with the --init-from model's tokenizer
+        return data_dir, hooks.tokenizer, hooks.data("train"), hooks.data("val")
     tokenizer = Tokenizer.load(data_dir)
     if not cfg.init_from:  # check the shape before touching the data: cheap errors first
         planned = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id)
@@ -308,17 +326,19 @@ class _Log:
 def _eval_and_checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
                          val_data: TokenShards, cfg: TrainConfig, rt: Runtime, step: int,
                          rows: list[dict[str, Any]], data_dir: Path, amp: torch.dtype | None,
-                         log: _Log, extra: dict[str, Any]) -> dict[str, float]:
+                         log: _Log, state_extra: dict[str, Any], hooks: Any = None) -> dict[str, float]:
     val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, amp, rt)
     rows.append({"kind": "eval", "step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"],
                  "val_bits_per_byte": val["bits_per_byte"], "time": time.time()})
+    extra = hooks.after_eval(step, model) if hooks is not None else {}  # e.g. the task score
+    rows[-1].update(extra)
     log.write(f"step {step}: val loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f}, "
-              f"bits/byte {val['bits_per_byte']:.4f}")
+              f"bits/byte {val['bits_per_byte']:.4f}" + "".join(f", {k} {v:.2f}" for k, v in extra.items()))
     if log.tb is not None:
         log.tb.add_scalar("val/loss", val["loss"], step)
         log.tb.add_scalar("val/bits_per_byte", val["bits_per_byte"], step)
         log.tb.flush()
-    _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir, extra)
+    _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir, state_extra, hooks)
     return val
 
 
@@ -362,7 +382,7 @@ def _progress(cfg: TrainConfig, rt: Runtime, start: int) -> Any:
 
 def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
                 cfg: TrainConfig, rt: Runtime, step: int, rows: list[dict[str, Any]], data_dir: Path,
-                extra: dict[str, Any] | None = None) -> None:
+                extra: dict[str, Any] | None = None, hooks: Any = None) -> None:
     """Rank 0 writes the checkpoint; under FSDP every rank first writes its own shards of the model
     and optimizer into it (torch.distributed.checkpoint), and the whole model is gathered to rank
     0's CPU for the Hugging Face model.safetensors."""
@@ -370,6 +390,9 @@ def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, t
              "data": str(data_dir.resolve()), "world_size": rt.world_size, "strategy": rt.strategy,
              **(extra or {})}
     to_save: GPT | None = model
+    if hooks is not None:
+        state.update(hooks.state())
+        to_save = hooks.saveable(model)
     if rt.strategy == "fsdp":
         if rt.is_main:
             files.begin(step)
@@ -381,8 +404,11 @@ def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, t
         state["optimizer"] = optimizer.state_dict()
     if rt.is_main:
         write_metrics(files.metrics, rows)
-        files.save(to_save, tokenizer, state, step, begun=rt.strategy == "fsdp")
+        files.save(to_save, tokenizer, state, step, begun=rt.strategy == "fsdp",
+                   extra=hooks.save_extra if hooks is not None else None)
         plot_losses(rows, files.root / "loss.png")
+        if hooks is not None:
+            hooks.after_checkpoint(files.root, step)
     distr.barrier(rt)
 
 
@@ -396,7 +422,7 @@ def _model_from_state(config: GPTConfig, sd: dict[str, torch.Tensor]) -> GPT:
 
 
 def _restore(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-             rt: Runtime) -> dict[str, Any]:
+             rt: Runtime, hooks: Any = None) -> dict[str, Any]:
     """Load the last checkpoint's weights and optimizer state (every rank reads it: under several
     nodes the run directory must be on a shared filesystem); return its training state.
 
@@ -407,7 +433,9 @@ def _restore(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, cfg:
         raise GptkitError(f"{files.root}: no checkpoint to resume from (checkpoints/last is missing)")
     state = load_train_state(files.last)
     sharded = files.last / distr.DCP_DIR
-    if "optimizer" not in state:  # written under FSDP
+    if hooks is not None and hooks.restore(model, state):  # the hooks own the weights (LoRA adapters)
+        optimizer.load_state_dict(state["optimizer"])
+    elif "optimizer" not in state:  # written under FSDP
         distr.load_sharded(model, optimizer, sharded)
     else:
         sd, source = read_state_dict(files.last)  # either layout (GPT-2's, Llama's)
