@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make run` (the main job) and `make test`.
 PY ?= python3
 
-.PHONY: install run test bench tasks
+.PHONY: install run test test-quick bench tasks
 
 install:
 	$(PY) -m pip install -q torch==2.13.0
@@ -13,6 +13,12 @@ run: install
 test: install
 	$(PY) -m ruff check gptkit tests benchmarks
 	$(PY) -m pytest -q
+
+# The quick subset while developing (seconds to a couple of minutes): everything but the tests
+# marked slow (end-to-end training runs, torchrun jobs, SIGKILL and 124M-shape tests).
+test-quick:
+	$(PY) -m ruff check gptkit tests benchmarks
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) benchmarks/bench_train.py

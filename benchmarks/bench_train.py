@@ -49,7 +49,8 @@ def models(s: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
     from gptkit.model import GPT, GPTConfig
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=s["vocab_size"], n_positions=s["block_size"], n_embd=s["n_embd"],
                                     n_layer=s["n_layer"], n_head=s["n_head"], resid_pdrop=0.0, embd_pdrop=0.0,
-                                    attn_pdrop=0.0))
+                                    attn_pdrop=0.0, bos_token_id=s["vocab_size"] - 1,
+                                    eos_token_id=s["vocab_size"] - 1))
     gk = GPT(GPTConfig(vocab_size=s["vocab_size"], n_positions=s["block_size"], n_embd=s["n_embd"],
                        n_layer=s["n_layer"], n_head=s["n_head"]))
     sd = {k: v.detach().clone() for k, v in hf.state_dict().items()}

@@ -182,6 +182,7 @@ def test_resume_with_another_global_batch_warns(byte_data, tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- equivalence
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_ranks_follow_the_curve_of_one_process_with_twice_the_batch(byte_data, reference, tmp_path, strategy):
     run = tmp_path / "run"
@@ -196,6 +197,7 @@ def test_two_ranks_follow_the_curve_of_one_process_with_twice_the_batch(byte_dat
     assert json.loads((run / "config.json").read_text())["model_type"] == "gpt2"
 
 
+@pytest.mark.slow
 def test_two_nodes_joined_by_c10d_match_and_only_rank_0_writes(byte_data, reference, tmp_path):
     """Two torchrun "nodes" of one rank each, each told to write to its own directory: the one
     that became rank 0 holds the whole run, the other directory is never even created."""
@@ -212,6 +214,7 @@ def test_two_nodes_joined_by_c10d_match_and_only_rank_0_writes(byte_data, refere
 
 # ---------------------------------------------------------------------------- resume
 
+@pytest.mark.slow
 def test_fsdp_resumes_on_another_world_size_and_strategy(byte_data, reference, tmp_path):
     """FSDP on 2 ranks to step 8; FSDP on 1 rank (micro-batch 8: same global batch) to step 14,
     from the sharded checkpoint resharded on load; a single process to step 20. Same curve."""
@@ -225,6 +228,7 @@ def test_fsdp_resumes_on_another_world_size_and_strategy(byte_data, reference, t
     assert_same_weights(run, reference)
 
 
+@pytest.mark.slow
 def test_ddp_job_killed_with_sigkill_resumes_on_the_same_curve(byte_data, tmp_path):
     run, ref = tmp_path / "run", tmp_path / "ref"
     long = dict(max_iters=400, lr_decay_iters=400, eval_interval=10, eval_iters=2)
@@ -246,6 +250,7 @@ def test_ddp_job_killed_with_sigkill_resumes_on_the_same_curve(byte_data, tmp_pa
 
 # ---------------------------------------------------------------------------- faults
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["one node", "two nodes"])
 def test_a_killed_rank_ends_the_job_within_a_minute(byte_data, tmp_path, layout):
     """SIGKILL of rank 1 mid-run. On one node torchrun's agent stops rank 0; across two nodes
@@ -291,6 +296,7 @@ def test_a_killed_rank_ends_the_job_within_a_minute(byte_data, tmp_path, layout)
 
 # ---------------------------------------------------------------------------- benchmarks/gpu.sh
 
+@pytest.mark.slow
 def test_gpu_sh_runs_end_to_end_in_smoke_mode(tmp_path):
     try:
         from gptkit.tokenizer import gpt2_tokenizer

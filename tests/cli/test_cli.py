@@ -25,6 +25,7 @@ TRAIN = ["--preset", "tiny", "--block-size", "64", "--batch-size", "16", "--lr",
          "--eval-iters", "8", "--samples", "0", "-q"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tokenizer,extra,iters", [("bytes", [], 500), ("bpe", ["--vocab-size", "512"], 300),
                                                    ("gpt2", [], 200)])
 def test_prepare_train_eval_generate(tmp_path, capsys, corpus, tokenizer, extra, iters):

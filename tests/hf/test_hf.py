@@ -491,6 +491,7 @@ def gpt2_124m_dir(tmp_path_factory):
     return d, hf
 
 
+@pytest.mark.slow
 def test_124m_logit_and_greedy_parity(gpt2_124m_dir):
     d, hf = gpt2_124m_dir
     ours = load_model(d)
@@ -525,6 +526,7 @@ MEASURE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_peak_memory_of_loading_124m_is_within_1_5x(gpt2_124m_dir, tmp_path):
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")

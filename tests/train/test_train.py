@@ -72,6 +72,7 @@ def test_resume_continues_the_same_loss_curve(byte_data, tmp_path):
         assert torch.allclose(p, q, atol=1e-5), n
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_resumes_from_last_checkpoint(byte_data, tmp_path):
     args = ["--data", str(byte_data), "--preset", "tiny", "--block-size", "32", "--batch-size", "8",
             "--max-iters", "400", "--lr", "3e-3", "--warmup-iters", "2", "--eval-interval", "20",
@@ -139,3 +140,71 @@ def test_banner_auto_precision_and_timestamped_metrics(byte_data, tmp_path, caps
     train(small_cfg(byte_data, tmp_path / "run", max_iters=6, eval_interval=2, dtype="auto", resume=True,
                     progress=True))
     assert "auto: as the run being resumed" in capsys.readouterr().err
+
+
+# A training process whose second checkpoint write stops at a chosen point (writes a marker, then
+# waits to be killed): half-way through model.safetensors, or with the weights written but not
+# the training state.
+KILL_DURING_WRITE = r"""
+import os, sys, time
+from pathlib import Path
+import gptkit.hf, gptkit.rundir
+marker, where = Path(sys.argv[1]), sys.argv[2]
+calls = {"n": 0}
+real_save_file, real_save_state = gptkit.hf.save_file, gptkit.rundir.save_train_state
+
+def hang():
+    marker.write_text("writing")
+    while True:
+        time.sleep(1)
+
+def save_file(sd, path, metadata=None):
+    calls["n"] += 1
+    if where == "weights" and calls["n"] == 2:
+        real_save_file(sd, path, metadata=metadata)
+        with open(path, "r+b") as f:  # leave it half-written, as a kill mid-write would
+            f.truncate(os.path.getsize(path) // 2)
+        hang()
+    return real_save_file(sd, path, metadata=metadata)
+
+def save_train_state(directory, state):
+    if where == "state" and calls["n"] == 2:
+        hang()
+    return real_save_state(directory, state)
+
+gptkit.hf.save_file, gptkit.rundir.save_train_state = save_file, save_train_state
+from gptkit.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["weights", "state"])
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(byte_data, tmp_path, where):
+    args = ["--data", str(byte_data), "--preset", "tiny", "--block-size", "32", "--batch-size", "8",
+            "--max-iters", "40", "--lr", "3e-3", "--warmup-iters", "2", "--eval-interval", "10",
+            "--eval-iters", "2", "--log-interval", "1", "--dtype", "float32", "--samples", "0", "-q"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run, marker = tmp_path / "run", tmp_path / "writing"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_WRITE, str(marker), where, "train", "--out", str(run),
+                             *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), proc.stderr.read().decode()[-2000:]
+    last = run / "checkpoints" / "last"
+    assert os.readlink(last) == "step-00000010"  # the checkpoint being written never became `last`
+    assert list((run / "checkpoints").glob(".step-00000020*"))  # its half-written staging directory
+    m = load_model(run)  # the top-level model is still the previous checkpoint's, whole
+    assert torch.equal(m.transformer.wte.weight, load_model(last).transformer.wte.weight)
+    # --resume continues from step 10 and follows an uninterrupted run exactly
+    for out, extra in ((run, ["--resume"]), (tmp_path / "ref", [])):
+        r = subprocess.run([sys.executable, "-m", "gptkit", "train", "--out", str(out), *args, *extra,
+                            "--max-iters", "30", "--lr-decay-iters", "40"], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert len(train_losses(run)) == 30
+    assert train_losses(run) == pytest.approx(train_losses(tmp_path / "ref"), abs=1e-5)
+    assert not list((run / "checkpoints").glob(".step-*"))  # the leftover staging directory is gone
