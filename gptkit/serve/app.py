@@ -1,0 +1,653 @@
+"""The HTTP side of `gptkit serve`: OpenAI's API on FastAPI, over the batching engine.
+
+    POST /v1/completions        prompt (string, strings, ids, lists of ids), max_tokens, temperature,
+                                top_p, n, stop, seed, stream, logprobs, echo, presence/frequency
+                                penalties, logit_bias; and top_k, min_p, repetition_penalty
+    POST /v1/chat/completions   models with a chat template only
+    GET  /v1/models, /health, /metrics (Prometheus), / (the playground)
+
+Every bad request is a 4xx with OpenAI's error object {"error": {"message", "type", "param",
+"code"}}: the body is read with a size cap, decoded as strict UTF-8, parsed as JSON without NaN
+or Infinity, and validated by strict schemas (schemas.py) before anything reaches the model.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from .chat import ChatTemplate, TemplateError, encode_chat
+from .engine import Engine, Event, QueueFull, SamplingParams, TokenInfo
+from .schemas import ChatRequest, CompletionRequest
+
+log = logging.getLogger("gptkit.serve")
+
+MAX_SEQUENCES = 64  # prompts x n in one request
+TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "model"}
+UNION_HINTS = {
+    "prompt": "prompt must be a string, a list of strings, a list of token ids, or a list of lists of token ids",
+    "stop": "stop must be a non-empty string or a list of at most 4 of them (each up to 256 characters)",
+}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.type, self.param, self.code, self.headers)
+
+
+def error_response(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
+                        status_code=status, headers=headers)
+
+
+@dataclass
+class ServerOptions:
+    model_name: str = "gptkit"
+    api_key: str | None = None
+    max_batch: int = 16
+    max_queue: int = 64
+    timeout: float = 600.0  # seconds a request may take, queue included
+    max_body_bytes: int = 1 << 20
+
+
+class Metrics:
+    def __init__(self, engine: Engine) -> None:
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            disable_created_metrics,
+        )
+        disable_created_metrics()  # no *_created series: counters and histograms only
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("gptkit_requests", "HTTP requests, by endpoint and status code",
+                                ["endpoint", "status"], registry=r)
+        self.prompt_tokens = Counter("gptkit_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.generation_tokens = Counter("gptkit_generation_tokens", "Tokens generated", registry=r)
+        Gauge("gptkit_queue_depth", "Requests waiting for a slot", registry=r).set_function(lambda: engine.queued)
+        Gauge("gptkit_running_sequences", "Sequences in the running batch",
+              registry=r).set_function(lambda: engine.running)
+        Gauge("gptkit_batch_slots", "Slots of the running batch (--max-batch)",
+              registry=r).set_function(lambda: engine.max_batch)
+        self.latency = Histogram("gptkit_request_latency_seconds", "Time from request to the end of the response",
+                                 ["endpoint"], registry=r,
+                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+        self.ttft = Histogram("gptkit_time_to_first_token_seconds", "Time from request to the first token",
+                              registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.tpot = Histogram("gptkit_time_per_output_token_seconds", "Mean time between tokens of a request",
+                              registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
+
+
+ENDPOINTS = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/"}
+
+
+class MetricsMiddleware:
+    """Counts every response by endpoint and status (pure ASGI: streaming untouched)."""
+
+    def __init__(self, app: Any, state: Any) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+        status = [0]
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            m = self.state.metrics
+            if m is not None and status[0]:
+                m.requests.labels(endpoint, str(status[0])).inc()
+                m.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
+class Handle:
+    """A request in the engine, seen from the event loop: the engine's events arrive on a queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.request: Any = None
+
+    def emit(self, ev: Event) -> None:  # called on the engine thread
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)
+        except RuntimeError:  # the loop is gone (shutting down)
+            pass
+
+
+class Job:
+    """A validated request ready for the engine."""
+
+    def __init__(self, prompts: list[list[int]], prompt_texts: list[str], params: SamplingParams, n: int,
+                 stream: bool, include_usage: bool, echo: bool = False) -> None:
+        self.prompts, self.prompt_texts, self.params, self.n = prompts, prompt_texts, params, n
+        self.stream, self.include_usage, self.echo = stream, include_usage, echo
+
+
+def _clean(x: Any) -> Any:
+    """Replace lone surrogates (legal in JSON escapes, not in UTF-8) by U+FFFD, everywhere."""
+    if isinstance(x, str):
+        try:
+            x.encode("utf-8")
+            return x
+        except UnicodeEncodeError:
+            return x.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    if isinstance(x, dict):
+        return {_clean(k): _clean(v) for k, v in x.items()}
+    return x
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
+               chat_template: ChatTemplate | None = None) -> FastAPI:
+    opts = options or ServerOptions()
+    if tokenizer is None:
+        from ..errors import GptkitError
+        raise GptkitError("serving needs the model's tokenizer (vocab.json + merges.txt beside the weights)")
+    engine = Engine(model, tokenizer, max_batch=opts.max_batch, max_queue=opts.max_queue)
+    n_ctx = model.config.n_positions
+    vocab = model.config.vocab_size
+    created = int(time.time())
+
+    class State:
+        metrics: Metrics | None = None
+
+    state = State()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(engine.stop)
+
+    app = FastAPI(title="gptkit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+    state.metrics = Metrics(engine)
+    metrics = state.metrics
+    app.add_middleware(MetricsMiddleware, state=state)
+
+    # ------------------------------------------------------------------ errors
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError) -> JSONResponse:
+        return e.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        msg = {404: f"no such endpoint: {request.method} {request.url.path}",
+               405: f"method {request.method} is not allowed on {request.url.path}"}.get(e.status_code, str(e.detail))
+        return error_response(e.status_code, msg, code=code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+        return error_response(400, f"invalid request: {e.errors()[:1]}")
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, f"internal server error ({type(e).__name__})", type="server_error")
+
+    # ------------------------------------------------------------------ request reading
+    def check_auth(request: Request) -> None:
+        if opts.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), opts.api_key.encode()):
+            raise APIError(401, "missing or incorrect API key: send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")
+
+    async def read_json(request: Request) -> dict[str, Any]:
+        limit = opts.max_body_bytes
+        cl = request.headers.get("content-length")
+        if cl is not None:
+            if not cl.strip().isdigit():
+                raise APIError(400, "invalid Content-Length header")
+            if int(cl) > limit:
+                raise APIError(413, f"the request body is {int(cl)} bytes, more than the limit of {limit}",
+                               code="request_too_large")
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise APIError(413, f"the request body is larger than the limit of {limit} bytes",
+                                   code="request_too_large")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise APIError(400, "the client disconnected while sending the request") from None
+        body = b"".join(chunks)
+        if not body.strip():
+            raise APIError(400, "the request body is empty: send a JSON object")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise APIError(400, f"the request body is not valid UTF-8 (byte {e.start})") from None
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as e:
+            raise APIError(400, f"the request body is not valid JSON: {str(e)[:200]}") from None
+        if not isinstance(data, dict):
+            raise APIError(400, f"the request body must be a JSON object, not {type(data).__name__}")
+        try:
+            return _clean(data)
+        except RecursionError:
+            raise APIError(400, "the request body is nested too deeply") from None
+
+    def parse(cls: type[BaseModel], data: dict[str, Any]) -> Any:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors(include_url=False, include_input=False)[0]
+            loc = [str(x) for x in err["loc"] if isinstance(x, int) or not (
+                "[" in str(x) or "-" in str(x) or str(x) in TYPE_TAGS)]
+            param = ".".join(loc) if loc else None
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown field {param!r} (not supported by gptkit serve)"
+            elif err["type"] == "missing":
+                msg = f"missing required field {param!r}"
+            elif param in UNION_HINTS:
+                msg = UNION_HINTS[param]
+            else:
+                msg = f"invalid value for {param!r}: {err['msg']}" if param else err["msg"]
+            raise APIError(400, msg, param=param.split(".")[0] if param else None) from None
+
+    def check_model(name: str | None) -> None:
+        if name is not None and name != opts.model_name:
+            raise APIError(404, f"the model {name!r} does not exist: this server serves {opts.model_name!r}",
+                           param="model", code="model_not_found")
+
+    def sampling(r: Any, max_tokens: int, logprobs: int | None, prompt_logprobs: bool = False) -> SamplingParams:
+        bias = {}
+        for k, v in (r.logit_bias or {}).items():
+            if not k.strip().isdigit() or not 0 <= int(k) < vocab:
+                raise APIError(400, f"logit_bias key {k!r} is not a token id of this model (0..{vocab - 1})",
+                               param="logit_bias")
+            bias[int(k)] = float(v)
+        stop = () if r.stop is None else (r.stop,) if isinstance(r.stop, str) else tuple(r.stop)
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if r.temperature is None else r.temperature,
+            top_p=1.0 if r.top_p is None else r.top_p,
+            top_k=max(r.top_k or 0, 0),
+            min_p=r.min_p or 0.0,
+            repetition_penalty=1.0 if r.repetition_penalty is None else r.repetition_penalty,
+            presence_penalty=r.presence_penalty or 0.0,
+            frequency_penalty=r.frequency_penalty or 0.0,
+            logit_bias=bias,
+            stop=stop,
+            seed=None if r.seed is None else r.seed % 2**64,
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
+        )
+
+    def context_check(prompts: list[list[int]], max_tokens: int | None, field: str) -> int:
+        longest = max(len(p) for p in prompts)
+        if max_tokens is None:
+            if longest >= n_ctx:
+                raise APIError(400, f"This model's maximum context length is {n_ctx} tokens. However, your "
+                               f"prompt is {longest} tokens, leaving no room for the completion. "
+                               "Please shorten the prompt.", param="messages" if field != "max_tokens" else "prompt",
+                               code="context_length_exceeded")
+            return n_ctx - longest
+        if longest + max_tokens > n_ctx:
+            raise APIError(400, f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+                           f"{longest + max_tokens} tokens ({longest} in the prompt, {max_tokens} for the "
+                           f"completion). Please reduce the prompt or {field}.", param=field,
+                           code="context_length_exceeded")
+        return max_tokens
+
+    def encode_text(text: str) -> list[int]:
+        ids = tokenizer.encode(text)
+        return ids or [tokenizer.eot_id]  # an empty prompt starts from end-of-text, as GPT-2 does
+
+    # ------------------------------------------------------------------ running a job
+    def submit(job: Job, handle: Handle) -> None:
+        try:
+            handle.request = engine.submit(job.prompts, job.params, job.n, handle.emit)
+        except QueueFull as e:
+            raise APIError(429, f"{e}; retry shortly", type="rate_limit_error", code="queue_full",
+                           headers={"Retry-After": str(retry_after())}) from None
+        metrics.prompt_tokens.inc(sum(len(p) for p in job.prompts))
+
+    def retry_after() -> int:
+        return max(1, min(60, math.ceil(engine.queued / max(engine.max_batch, 1))))
+
+    async def events(handle: Handle, total: int, deadline: float, request: Request | None) -> AsyncIterator[Event]:
+        """The engine's events for this request until every sequence finished; cancels the request
+        if the client goes away or the deadline passes (APIError 408)."""
+        finished = 0
+        getter: asyncio.Task | None = None
+        try:
+            while finished < total:
+                if getter is None:
+                    getter = asyncio.ensure_future(handle.queue.get())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise APIError(408, f"the request took longer than the server's timeout of {opts.timeout:g} s",
+                                   type="timeout_error", code="timeout")
+                done, _ = await asyncio.wait({getter}, timeout=min(left, 0.5))
+                if not done:
+                    if request is not None and await request.is_disconnected():
+                        return
+                    continue
+                ev, getter = getter.result(), None
+                if ev.kind == "error":
+                    raise APIError(500, ev.message, type="server_error")
+                if ev.kind == "finish":
+                    finished += 1
+                yield ev
+        finally:
+            if getter is not None:
+                getter.cancel()
+            if handle.request is not None:
+                handle.request.cancel()  # a no-op once every sequence has finished
+
+    def start(job: Job) -> tuple[Handle, float, float]:
+        t0 = time.monotonic()
+        handle = Handle(asyncio.get_running_loop())
+        submit(job, handle)
+        return handle, t0, t0 + opts.timeout
+
+    def observe(t0: float, first: float | None, end: float, tokens: int) -> None:
+        metrics.generation_tokens.inc(tokens)
+        if first is not None:
+            metrics.ttft.observe(first - t0)
+            if tokens > 1:
+                metrics.tpot.observe((end - first) / (tokens - 1))
+
+    # ------------------------------------------------------------------ response shapes
+    def completion_logprobs(infos: list[TokenInfo], shift: int = 0) -> dict[str, Any]:
+        return {"tokens": [t.text for t in infos],
+                "token_logprobs": [None if math.isnan(t.logprob) else t.logprob for t in infos],
+                "top_logprobs": [None if math.isnan(t.logprob) else {x[1]: x[2] for x in t.top} for t in infos],
+                "text_offset": [t.offset + shift for t in infos]}
+
+    def chat_logprobs(infos: list[TokenInfo]) -> dict[str, Any]:
+        def one(text: str, lp: float) -> dict[str, Any]:
+            return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8", "replace"))}
+        return {"content": [{**one(t.text, t.logprob), "top_logprobs": [one(x[1], x[2]) for x in t.top]}
+                            for t in infos]}
+
+    def sse(obj: Any) -> dict[str, str]:
+        return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
+
+    async def run_completion(job: Job, request: Request) -> Response:
+        from sse_starlette import EventSourceResponse
+        handle, t0, deadline = start(job)
+        total = len(job.prompts) * job.n
+        rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {"id": rid, "object": "text_completion", "created": now, "model": opts.model_name}
+        usage = {"prompt_tokens": sum(len(p) for p in job.prompts), "completion_tokens": 0}
+        want_lp = job.params.logprobs is not None
+
+        if job.stream:
+            async def gen() -> AsyncIterator[dict[str, str]]:
+                first, sent_prompt = None, set()
+                try:
+                    async for ev in events(handle, total, deadline, None):
+                        prompt_text = job.prompt_texts[ev.index // job.n]
+                        if ev.kind == "prompt":
+                            sent_prompt.add(ev.index)
+                            yield sse({**base, "choices": [{"index": ev.index, "text": prompt_text, "logprobs":
+                                       completion_logprobs(ev.tokens) if want_lp else None, "finish_reason": None}]})
+                            continue
+                        if job.echo and ev.index not in sent_prompt:
+                            sent_prompt.add(ev.index)
+                            yield sse({**base, "choices": [{"index": ev.index, "text": prompt_text,
+                                                             "logprobs": None, "finish_reason": None}]})
+                        shift = len(prompt_text) if job.echo else 0
+                        if ev.kind == "delta":
+                            first = first or time.monotonic()
+                            yield sse({**base, "choices": [{"index": ev.index, "text": ev.text, "logprobs":
+                                       completion_logprobs(ev.tokens, shift) if want_lp else None,
+                                       "finish_reason": None}]})
+                        elif ev.kind == "finish":
+                            usage["completion_tokens"] += ev.completion_tokens
+                            yield sse({**base, "choices": [{"index": ev.index, "text": "", "logprobs": None,
+                                                             "finish_reason": ev.reason}]})
+                except APIError as e:
+                    yield sse({"error": {"message": e.message, "type": e.type, "param": None, "code": e.code}})
+                observe(t0, first, time.monotonic(), usage["completion_tokens"])
+                if job.include_usage:
+                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                    yield sse({**base, "choices": [], "usage": usage})
+                yield {"data": "[DONE]"}
+            return EventSourceResponse(gen(), sep="\n", ping=15)
+
+        texts = [""] * total
+        lps: list[list[TokenInfo]] = [[] for _ in range(total)]
+        plps: list[list[TokenInfo]] = [[] for _ in range(total)]
+        reasons: list[str | None] = [None] * total
+        first = None
+        async for ev in events(handle, total, deadline, request):
+            if ev.kind == "prompt":
+                for j in range(job.n):  # the prompt's logprobs are the same for all its samples
+                    plps[ev.index + j] = ev.tokens
+            elif ev.kind == "delta":
+                first = first or time.monotonic()
+                texts[ev.index] += ev.text
+                lps[ev.index].extend(ev.tokens)
+            elif ev.kind == "finish":
+                reasons[ev.index] = ev.reason
+                usage["completion_tokens"] += ev.completion_tokens
+        if any(r is None for r in reasons):  # the client went away
+            return Response(status_code=499)
+        observe(t0, first, time.monotonic(), usage["completion_tokens"])
+        choices = []
+        for i in range(total):
+            prompt_text = job.prompt_texts[i // job.n] if job.echo else ""
+            lp = None
+            if want_lp:
+                lp = completion_logprobs(plps[i] + lps[i], 0) if job.echo else completion_logprobs(lps[i])
+                if job.echo:
+                    lp["text_offset"] = [t.offset for t in plps[i]] + [t.offset + len(prompt_text) for t in lps[i]]
+            choices.append({"index": i, "text": prompt_text + texts[i], "logprobs": lp, "finish_reason": reasons[i]})
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return JSONResponse({**base, "choices": choices, "usage": usage})
+
+    async def run_chat(job: Job, request: Request) -> Response:
+        from sse_starlette import EventSourceResponse
+        handle, t0, deadline = start(job)
+        total = job.n
+        rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {"id": rid, "object": "chat.completion.chunk" if job.stream else "chat.completion",
+                "created": now, "model": opts.model_name, "system_fingerprint": None}
+        usage = {"prompt_tokens": len(job.prompts[0]), "completion_tokens": 0}
+        want_lp = job.params.logprobs is not None
+
+        if job.stream:
+            async def gen() -> AsyncIterator[dict[str, str]]:
+                first = None
+                for i in range(total):
+                    yield sse({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                     "logprobs": None, "finish_reason": None}]})
+                try:
+                    async for ev in events(handle, total, deadline, None):
+                        if ev.kind == "delta":
+                            first = first or time.monotonic()
+                            yield sse({**base, "choices": [{"index": ev.index, "delta": {"content": ev.text},
+                                       "logprobs": chat_logprobs(ev.tokens) if want_lp else None,
+                                       "finish_reason": None}]})
+                        elif ev.kind == "finish":
+                            usage["completion_tokens"] += ev.completion_tokens
+                            yield sse({**base, "choices": [{"index": ev.index, "delta": {}, "logprobs": None,
+                                                             "finish_reason": ev.reason}]})
+                except APIError as e:
+                    yield sse({"error": {"message": e.message, "type": e.type, "param": None, "code": e.code}})
+                observe(t0, first, time.monotonic(), usage["completion_tokens"])
+                if job.include_usage:
+                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                    yield sse({**base, "choices": [], "usage": usage})
+                yield {"data": "[DONE]"}
+            return EventSourceResponse(gen(), sep="\n", ping=15)
+
+        texts = [""] * total
+        lps: list[list[TokenInfo]] = [[] for _ in range(total)]
+        reasons: list[str | None] = [None] * total
+        first = None
+        async for ev in events(handle, total, deadline, request):
+            if ev.kind == "delta":
+                first = first or time.monotonic()
+                texts[ev.index] += ev.text
+                lps[ev.index].extend(ev.tokens)
+            elif ev.kind == "finish":
+                reasons[ev.index] = ev.reason
+                usage["completion_tokens"] += ev.completion_tokens
+        if any(r is None for r in reasons):
+            return Response(status_code=499)
+        observe(t0, first, time.monotonic(), usage["completion_tokens"])
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
+                    "logprobs": chat_logprobs(lps[i]) if want_lp else None, "finish_reason": reasons[i]}
+                   for i in range(total)]
+        return JSONResponse({**base, "choices": choices, "usage": usage})
+
+    # ------------------------------------------------------------------ routes
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        check_auth(request)
+        r: CompletionRequest = parse(CompletionRequest, await read_json(request))
+        check_model(r.model)
+        n = r.n or 1
+        if r.suffix is not None:
+            raise APIError(400, "suffix is not supported by gptkit serve", param="suffix")
+        if r.best_of is not None and r.best_of != n:
+            raise APIError(400, "best_of is not supported (it may only equal n)", param="best_of")
+        if r.stream and r.best_of not in (None, 1) and n > 1 and r.best_of != n:
+            raise APIError(400, "best_of cannot be streamed", param="best_of")
+        p = r.prompt
+        if isinstance(p, str):
+            texts = [p]
+        elif isinstance(p[0], str):
+            texts = list(p)
+        else:
+            texts = None
+        if texts is not None:
+            prompts = await run_in_threadpool(lambda: [encode_text(t) for t in texts])
+        else:
+            prompts = [list(p)] if isinstance(p[0], int) else [list(x) for x in p]
+            bad = next((t for x in prompts for t in x if t >= vocab), None)
+            if bad is not None:
+                raise APIError(400, f"token id {bad} in the prompt is outside the model's vocabulary (0..{vocab - 1})",
+                               param="prompt")
+        if len(prompts) * n > MAX_SEQUENCES:
+            raise APIError(400, f"{len(prompts)} prompts x n={n} = {len(prompts) * n} sequences; one request may "
+                           f"ask for at most {MAX_SEQUENCES}", param="n")
+        if r.logprobs is not None and r.logprobs > 5:
+            raise APIError(400, f"logprobs may be at most 5, got {r.logprobs}", param="logprobs")
+        max_tokens = context_check(prompts, r.max_tokens, "max_tokens")
+        if texts is None and r.echo:
+            texts = await run_in_threadpool(lambda: [tokenizer.decode(x) for x in prompts])
+        params = sampling(r, max_tokens, r.logprobs, prompt_logprobs=bool(r.echo) and r.logprobs is not None)
+        job = Job(prompts, texts or [""] * len(prompts), params, n, bool(r.stream),
+                  bool(r.stream_options and r.stream_options.include_usage), echo=bool(r.echo))
+        if r.stream_options is not None and not r.stream:
+            raise APIError(400, "stream_options is only allowed with stream: true", param="stream_options")
+        return await run_completion(job, request)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        check_auth(request)
+        r: ChatRequest = parse(ChatRequest, await read_json(request))
+        check_model(r.model)
+        if chat_template is None:
+            raise APIError(400, f"the model {opts.model_name!r} has no chat template, so it cannot chat: use "
+                           "/v1/completions, or start the server with --chat-template FILE (a Jinja template)",
+                           param="messages", code="no_chat_template")
+        messages = []
+        for m in r.messages:
+            content = m.content if isinstance(m.content, str) or m.content is None else \
+                "".join(part.text for part in m.content)
+            msg = {"role": m.role, "content": content or ""}
+            if m.name is not None:
+                msg["name"] = m.name
+            messages.append(msg)
+        try:
+            text = await run_in_threadpool(chat_template.render, messages)
+        except TemplateError as e:
+            raise APIError(400, f"the chat template refused these messages: {e}", param="messages") from None
+        text = _clean(text)
+        prompt = await run_in_threadpool(encode_chat, tokenizer, text)
+        if not prompt:
+            prompt = [tokenizer.eot_id]
+        wanted = r.max_completion_tokens if r.max_completion_tokens is not None else r.max_tokens
+        field = "max_completion_tokens" if r.max_completion_tokens is not None else "max_tokens"
+        max_tokens = context_check([prompt], wanted, field)
+        if r.top_logprobs is not None and not r.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        if r.stream_options is not None and not r.stream:
+            raise APIError(400, "stream_options is only allowed with stream: true", param="stream_options")
+        params = sampling(r, max_tokens, (r.top_logprobs or 0) if r.logprobs else None)
+        job = Job([prompt], [text], params, r.n or 1, bool(r.stream),
+                  bool(r.stream_options and r.stream_options.include_usage))
+        return await run_chat(job, request)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        check_auth(request)
+        return JSONResponse({"object": "list", "data": [{
+            "id": opts.model_name, "object": "model", "created": created, "owned_by": "gptkit",
+            "max_model_len": n_ctx, "chat": chat_template is not None}]})
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if not engine.alive():
+            return error_response(503, "the generation engine is not running", type="server_error")
+        return JSONResponse({"status": "ok", "model": opts.model_name, "running": engine.running,
+                             "queued": engine.queued})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    page = resources.files("gptkit.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/")
+    async def playground() -> HTMLResponse:
+        return HTMLResponse(page.replace("{{MODEL}}", json.dumps(opts.model_name)[1:-1].replace("<", "\\u003c"))
+                            .replace("{{AUTH}}", "true" if opts.api_key else "false")
+                            .replace("{{CHAT}}", "true" if chat_template is not None else "false"))
+
+    return app
