@@ -7,7 +7,6 @@ web playground. See app.py (the API), engine.py (the batching scheduler), chat.p
 from __future__ import annotations
 
 import ipaddress
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,16 @@ class ServeConfig:
         "help": "address to bind; loopback by default (another address without --api-key prints a warning)"})
     port: int = field(default=8000, metadata={"help": "TCP port (0 = any free port)"})
     dtype: str | None = field(default=None, metadata={
-        "help": "weights' precision: float32, bfloat16, float16 or auto (as stored); default bfloat16 "
+        "help": "weights' precision: float32, bfloat16, float16 or auto (as stored); none: bfloat16 "
                 "where the CPU computes in it natively, else float32"})
     quantize: str = field(default="none", metadata={"help": "none, or int8 (weight-only, per output channel)"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:N"})
     api_key: str | None = field(default=None, metadata={
-        "help": "require 'Authorization: Bearer KEY' on /v1/* (default: no key; also read from GPTKIT_API_KEY)"})
+        "help": "require 'Authorization: Bearer KEY' on /v1/* (also read from GPTKIT_API_KEY)"})
     model_name: str | None = field(default=None, metadata={
-        "help": "the model id clients send and /v1/models lists (default: the model directory's name)"})
+        "help": "the model id clients send and /v1/models lists (none: the model directory's name)"})
     chat_template: str | None = field(default=None, metadata={
-        "help": "a Jinja chat template file for /v1/chat/completions (default: the model directory's, if any)"})
+        "help": "a Jinja chat template file for /v1/chat/completions (none: the model directory's, if any)"})
     max_batch: int = field(default=16, metadata={
         "help": "sequences decoded together (KV-cache slots: memory grows with it)"})
     max_queue: int = field(default=64, metadata={
@@ -106,13 +105,27 @@ def build_app(cfg: ServeConfig, model: Any = None) -> Any:
 
 
 def serve(cfg: ServeConfig, model: Any = None) -> None:
-    """Run the server until interrupted."""
+    """Run the server until interrupted (Ctrl-C)."""
     import os
+    import socket
+    import sys
 
     import uvicorn
     cfg.validate()
     if not is_loopback(cfg.host) and not (cfg.api_key or os.environ.get("GPTKIT_API_KEY")):
-        warnings.warn(f"serving on {cfg.host} without --api-key: anyone who can reach this address can use "
-                      "the model (and the machine's time); set --api-key, or bind 127.0.0.1", stacklevel=2)
+        print(f"gptkit: warning: serving on {cfg.host} without --api-key: anyone who can reach this address can "
+              "use the model; set --api-key (or GPTKIT_API_KEY), or bind 127.0.0.1", file=sys.stderr)
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((cfg.host.strip("[]"), cfg.port))
+    except OSError as e:  # before the model loads: a taken port fails fast
+        sock.close()
+        raise GptkitError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
     app = build_app(cfg, model)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
+    host, port = sock.getsockname()[:2]
+    print(f"gptkit: serving {app.state.model_name!r} on http://{cfg.host}:{port}/ (playground) and "
+          f"http://{cfg.host}:{port}/v1 (OpenAI API); Ctrl-C stops", file=sys.stderr, flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=cfg.log_level, timeout_graceful_shutdown=5))
+    server.run(sockets=[sock])

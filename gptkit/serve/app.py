@@ -202,6 +202,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
 
     app = FastAPI(title="gptkit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
+    app.state.model_name = opts.model_name
     state.metrics = Metrics(engine)
     metrics = state.metrics
     app.add_middleware(MetricsMiddleware, state=state)

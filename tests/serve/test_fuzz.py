@@ -157,7 +157,7 @@ def test_fuzz_while_serving(server, reference):
                     if not ok:
                         good_errors.append(f"{p!r} stream={stream}: {r.status_code}")
                     good_results.append(ok)
-                except Exception as e:  # noqa: BLE001 - record, the assertion below reports it
+                except Exception as e:
                     good_errors.append(f"{p!r}: {type(e).__name__}: {e}")
                     good_results.append(False)
                 i += 1
@@ -179,7 +179,7 @@ def test_fuzz_while_serving(server, reference):
                 try:
                     err = r.json()["error"]
                     assert isinstance(err["message"], str) and err["message"] and "type" in err
-                except Exception:  # noqa: BLE001 - reported below
+                except Exception:
                     malformed.append(detail)
 
     reqs = hostile_requests(rng)
