@@ -28,42 +28,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from .chat import ChatTemplate, TemplateError, encode_chat
 from .engine import Engine, Event, QueueFull, SamplingParams, TokenInfo
+from .metrics import Metrics, MetricsMiddleware
+from .protocol import APIError, chat_logprobs, clean, completion_logprobs, error_response, parse, read_json, sse
 from .schemas import ChatRequest, CompletionRequest
 
 log = logging.getLogger("gptkit.serve")
 
 MAX_SEQUENCES = 64  # prompts x n in one request
-TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "model"}
-UNION_HINTS = {
-    "prompt": "prompt must be a string, a list of strings, a list of token ids, or a list of lists of token ids",
-    "stop": "stop must be a non-empty string or a list of at most 4 of them (each up to 256 characters)",
-}
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers
-
-    def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, self.type, self.param, self.code, self.headers)
-
-
-def error_response(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
-                        status_code=status, headers=headers)
-
-
 @dataclass
 class ServerOptions:
     model_name: str = "gptkit"
@@ -72,65 +48,6 @@ class ServerOptions:
     max_queue: int = 64
     timeout: float = 600.0  # seconds a request may take, queue included
     max_body_bytes: int = 1 << 20
-
-
-class Metrics:
-    def __init__(self, engine: Engine) -> None:
-        from prometheus_client import (
-            CollectorRegistry,
-            Counter,
-            Gauge,
-            Histogram,
-            disable_created_metrics,
-        )
-        disable_created_metrics()  # no *_created series: counters and histograms only
-        self.registry = r = CollectorRegistry()
-        self.requests = Counter("gptkit_requests", "HTTP requests, by endpoint and status code",
-                                ["endpoint", "status"], registry=r)
-        self.prompt_tokens = Counter("gptkit_prompt_tokens", "Prompt tokens processed", registry=r)
-        self.generation_tokens = Counter("gptkit_generation_tokens", "Tokens generated", registry=r)
-        Gauge("gptkit_queue_depth", "Requests waiting for a slot", registry=r).set_function(lambda: engine.queued)
-        Gauge("gptkit_running_sequences", "Sequences in the running batch",
-              registry=r).set_function(lambda: engine.running)
-        Gauge("gptkit_batch_slots", "Slots of the running batch (--max-batch)",
-              registry=r).set_function(lambda: engine.max_batch)
-        self.latency = Histogram("gptkit_request_latency_seconds", "Time from request to the end of the response",
-                                 ["endpoint"], registry=r,
-                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
-        self.ttft = Histogram("gptkit_time_to_first_token_seconds", "Time from request to the first token",
-                              registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.tpot = Histogram("gptkit_time_per_output_token_seconds", "Mean time between tokens of a request",
-                              registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
-
-
-ENDPOINTS = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/"}
-
-
-class MetricsMiddleware:
-    """Counts every response by endpoint and status (pure ASGI: streaming untouched)."""
-
-    def __init__(self, app: Any, state: Any) -> None:
-        self.app, self.state = app, state
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope.get("path", "")
-        endpoint = path if path in ENDPOINTS else "other"
-        status = [0]
-        start = time.perf_counter()
-
-        async def send_wrapper(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            m = self.state.metrics
-            if m is not None and status[0]:
-                m.requests.labels(endpoint, str(status[0])).inc()
-                m.latency.labels(endpoint).observe(time.perf_counter() - start)
 
 
 class Handle:
@@ -155,25 +72,6 @@ class Job:
                  stream: bool, include_usage: bool, echo: bool = False) -> None:
         self.prompts, self.prompt_texts, self.params, self.n = prompts, prompt_texts, params, n
         self.stream, self.include_usage, self.echo = stream, include_usage, echo
-
-
-def _clean(x: Any) -> Any:
-    """Replace lone surrogates (legal in JSON escapes, not in UTF-8) by U+FFFD, everywhere."""
-    if isinstance(x, str):
-        try:
-            x.encode("utf-8")
-            return x
-        except UnicodeEncodeError:
-            return x.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if isinstance(x, list):
-        return [_clean(v) for v in x]
-    if isinstance(x, dict):
-        return {_clean(k): _clean(v) for k, v in x.items()}
-    return x
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
@@ -237,61 +135,6 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), opts.api_key.encode()):
             raise APIError(401, "missing or incorrect API key: send 'Authorization: Bearer <key>'",
                            code="invalid_api_key")
-
-    async def read_json(request: Request) -> dict[str, Any]:
-        limit = opts.max_body_bytes
-        cl = request.headers.get("content-length")
-        if cl is not None:
-            if not cl.strip().isdigit():
-                raise APIError(400, "invalid Content-Length header")
-            if int(cl) > limit:
-                raise APIError(413, f"the request body is {int(cl)} bytes, more than the limit of {limit}",
-                               code="request_too_large")
-        chunks, size = [], 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise APIError(413, f"the request body is larger than the limit of {limit} bytes",
-                                   code="request_too_large")
-                chunks.append(chunk)
-        except ClientDisconnect:
-            raise APIError(400, "the client disconnected while sending the request") from None
-        body = b"".join(chunks)
-        if not body.strip():
-            raise APIError(400, "the request body is empty: send a JSON object")
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise APIError(400, f"the request body is not valid UTF-8 (byte {e.start})") from None
-        try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as e:
-            raise APIError(400, f"the request body is not valid JSON: {str(e)[:200]}") from None
-        if not isinstance(data, dict):
-            raise APIError(400, f"the request body must be a JSON object, not {type(data).__name__}")
-        try:
-            return _clean(data)
-        except RecursionError:
-            raise APIError(400, "the request body is nested too deeply") from None
-
-    def parse(cls: type[BaseModel], data: dict[str, Any]) -> Any:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            err = e.errors(include_url=False, include_input=False)[0]
-            loc = [str(x) for x in err["loc"] if isinstance(x, int) or not (
-                "[" in str(x) or "-" in str(x) or str(x) in TYPE_TAGS)]
-            param = ".".join(loc) if loc else None
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown field {param!r} (not supported by gptkit serve)"
-            elif err["type"] == "missing":
-                msg = f"missing required field {param!r}"
-            elif param in UNION_HINTS:
-                msg = UNION_HINTS[param]
-            else:
-                msg = f"invalid value for {param!r}: {err['msg']}" if param else err["msg"]
-            raise APIError(400, msg, param=param.split(".")[0] if param else None) from None
 
     def check_model(name: str | None) -> None:
         if name is not None and name != opts.model_name:
@@ -398,21 +241,6 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                 metrics.tpot.observe((end - first) / (tokens - 1))
 
     # ------------------------------------------------------------------ response shapes
-    def completion_logprobs(infos: list[TokenInfo], shift: int = 0) -> dict[str, Any]:
-        return {"tokens": [t.text for t in infos],
-                "token_logprobs": [None if math.isnan(t.logprob) else t.logprob for t in infos],
-                "top_logprobs": [None if math.isnan(t.logprob) else {x[1]: x[2] for x in t.top} for t in infos],
-                "text_offset": [t.offset + shift for t in infos]}
-
-    def chat_logprobs(infos: list[TokenInfo]) -> dict[str, Any]:
-        def one(text: str, lp: float) -> dict[str, Any]:
-            return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8", "replace"))}
-        return {"content": [{**one(t.text, t.logprob), "top_logprobs": [one(x[1], x[2]) for x in t.top]}
-                            for t in infos]}
-
-    def sse(obj: Any) -> dict[str, str]:
-        return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
-
     async def run_completion(job: Job, request: Request) -> Response:
         from sse_starlette import EventSourceResponse
         handle, t0, deadline = start(job)
@@ -548,7 +376,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         check_auth(request)
-        r: CompletionRequest = parse(CompletionRequest, await read_json(request))
+        r: CompletionRequest = parse(CompletionRequest, await read_json(request, opts.max_body_bytes))
         check_model(r.model)
         n = r.n or 1
         if r.suffix is not None:
@@ -590,7 +418,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         check_auth(request)
-        r: ChatRequest = parse(ChatRequest, await read_json(request))
+        r: ChatRequest = parse(ChatRequest, await read_json(request, opts.max_body_bytes))
         check_model(r.model)
         if chat_template is None:
             raise APIError(400, f"the model {opts.model_name!r} has no chat template, so it cannot chat: use "
@@ -608,7 +436,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             text = await run_in_threadpool(chat_template.render, messages)
         except TemplateError as e:
             raise APIError(400, f"the chat template refused these messages: {e}", param="messages") from None
-        text = _clean(text)
+        text = clean(text)
         prompt = await run_in_threadpool(encode_chat, tokenizer, text)
         if not prompt:
             prompt = [tokenizer.eot_id]
