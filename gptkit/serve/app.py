@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -50,19 +51,44 @@ class ServerOptions:
     max_body_bytes: int = 1 << 20
 
 
-class Handle:
-    """A request in the engine, seen from the event loop: the engine's events arrive on a queue."""
+class Mailbox:
+    """Events from the engine thread to the event loop, coalesced: while one wake-up of the loop
+    is pending, later events join it (one wake-up per decode step, not one per token)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.lock = threading.Lock()
+        self.items: list[tuple[Handle, Event]] = []
+        self.scheduled = False
+
+    def post(self, handle: Handle, ev: Event) -> None:  # on the engine thread
+        with self.lock:
+            self.items.append((handle, ev))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is gone (shutting down)
+            pass
+
+    def _deliver(self) -> None:
+        with self.lock:
+            items, self.items, self.scheduled = self.items, [], False
+        for handle, ev in items:
+            handle.queue.put_nowait(ev)
+
+
+class Handle:
+    """A request in the engine, seen from the event loop: its events arrive on a queue."""
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.request: Any = None
 
     def emit(self, ev: Event) -> None:  # called on the engine thread
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)
-        except RuntimeError:  # the loop is gone (shutting down)
-            pass
+        self.mailbox.post(self, ev)
 
 
 class Job:
@@ -87,6 +113,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
 
     class State:
         metrics: Metrics | None = None
+        mailbox: Mailbox | None = None
 
     state = State()
 
@@ -197,39 +224,46 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
     def retry_after() -> int:
         return max(1, min(60, math.ceil(engine.queued / max(engine.max_batch, 1))))
 
+    async def watch(handle: Handle, deadline: float, request: Request | None) -> None:
+        """Tell the request's reader when its deadline passes or (non-streaming) its client left."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                handle.queue.put_nowait(Event("timeout"))
+                return
+            await asyncio.sleep(min(left, 0.5))
+            if request is not None and await request.is_disconnected():
+                handle.queue.put_nowait(Event("gone"))
+                return
+
     async def events(handle: Handle, total: int, deadline: float, request: Request | None) -> AsyncIterator[Event]:
         """The engine's events for this request until every sequence finished; cancels the request
         if the client goes away or the deadline passes (APIError 408)."""
         finished = 0
-        getter: asyncio.Task | None = None
+        watcher = asyncio.ensure_future(watch(handle, deadline, request))
         try:
             while finished < total:
-                if getter is None:
-                    getter = asyncio.ensure_future(handle.queue.get())
-                left = deadline - time.monotonic()
-                if left <= 0:
+                ev = await handle.queue.get()
+                if ev.kind == "gone":
+                    return
+                if ev.kind == "timeout":
                     raise APIError(408, f"the request took longer than the server's timeout of {opts.timeout:g} s",
                                    type="timeout_error", code="timeout")
-                done, _ = await asyncio.wait({getter}, timeout=min(left, 0.5))
-                if not done:
-                    if request is not None and await request.is_disconnected():
-                        return
-                    continue
-                ev, getter = getter.result(), None
                 if ev.kind == "error":
                     raise APIError(500, ev.message, type="server_error")
                 if ev.kind == "finish":
                     finished += 1
                 yield ev
         finally:
-            if getter is not None:
-                getter.cancel()
+            watcher.cancel()
             if handle.request is not None:
                 handle.request.cancel()  # a no-op once every sequence has finished
 
     def start(job: Job) -> tuple[Handle, float, float]:
         t0 = time.monotonic()
-        handle = Handle(asyncio.get_running_loop())
+        if state.mailbox is None:
+            state.mailbox = Mailbox(asyncio.get_running_loop())
+        handle = Handle(state.mailbox)
         submit(job, handle)
         return handle, t0, t0 + opts.timeout
 

@@ -118,6 +118,7 @@ class Sequence:
         self.tokens: list[TokenInfo] = []
         self.seen: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
+        self.bias: tuple[torch.Tensor, torch.Tensor] | None = None
         self.done = False
 
 
@@ -363,9 +364,10 @@ class Engine:
         p = s.params
         scores = logits[None]
         if p.logit_bias:
-            idx = torch.tensor(list(p.logit_bias), device=logits.device)
-            val = torch.tensor(list(p.logit_bias.values()), device=logits.device)
-            scores = scores.index_add(1, idx, val[None])
+            if s.bias is None:
+                s.bias = (torch.tensor(list(p.logit_bias), device=logits.device),
+                          torch.tensor(list(p.logit_bias.values()), device=logits.device)[None])
+            scores = scores.index_add(1, *s.bias)
         if s.seen is not None:
             scores = repetition_penalty_(scores, s.seen[None], p.repetition_penalty)
         if s.counts is not None:
