@@ -1,0 +1,93 @@
+"""Chat templates, as Hugging Face keeps them: a Jinja template in the model directory's
+tokenizer_config.json ("chat_template") or in chat_template.jinja, rendered in Jinja's immutable
+sandbox with `messages`, `add_generation_prompt`, `bos_token`, `eos_token` (transformers' names)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import GptkitError
+
+EOT = "<|endoftext|>"
+
+
+class TemplateError(ValueError):
+    """A chat template that fails on these messages (raise_exception() or a Jinja error)."""
+
+
+class ChatTemplate:
+    def __init__(self, source: str, where: str) -> None:
+        from jinja2 import TemplateError as JinjaError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+        try:
+            self.template = env.from_string(source)
+        except JinjaError as e:
+            raise GptkitError(f"{where}: the chat template does not compile: {e}") from None
+        self.source, self.where = source, where
+
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        from jinja2 import TemplateError as JinjaError
+        try:
+            return self.template.render(messages=messages, add_generation_prompt=True,
+                                        bos_token=EOT, eos_token=EOT)
+        except TemplateError:
+            raise
+        except (JinjaError, TypeError, ValueError, KeyError, AttributeError, IndexError,
+                RecursionError, OverflowError) as e:
+            raise TemplateError(f"the chat template failed on these messages: {e}") from None
+
+
+def find_chat_template(model_dir: str | Path | None, override: str | Path | None = None) -> ChatTemplate | None:
+    """The template from `override` (a .jinja file), else from the model directory, else None."""
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise GptkitError(f"--chat-template {path}: no such file")
+        return ChatTemplate(_read(path), str(path))
+    if model_dir is None or not Path(model_dir).is_dir():
+        return None
+    d = Path(model_dir)
+    if (d / "chat_template.jinja").is_file():
+        return ChatTemplate(_read(d / "chat_template.jinja"), str(d / "chat_template.jinja"))
+    cfg = d / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            data = json.loads(_read(cfg))
+        except json.JSONDecodeError as e:
+            raise GptkitError(f"{cfg}: not valid JSON ({e})") from None
+        t = data.get("chat_template") if isinstance(data, dict) else None
+        if isinstance(t, list):  # named templates: use "default"
+            t = next((x.get("template") for x in t if isinstance(x, dict) and x.get("name") == "default"), None)
+        if isinstance(t, str) and t.strip():
+            return ChatTemplate(t, str(cfg))
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GptkitError(f"{path}: cannot read the chat template ({e})") from None
+
+
+def encode_chat(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered chat: the end-of-text marker the template writes is the real
+    end-of-text token (as transformers encodes special tokens in a template); the rest is text."""
+    eot = getattr(tokenizer, "eot_id", None)
+    if eot is None:
+        return tokenizer.encode(text)
+    ids: list[int] = []
+    for i, part in enumerate(text.split(EOT)):
+        if i:
+            ids.append(eot)
+        if part:
+            ids.extend(tokenizer.encode(part))
+    return ids
