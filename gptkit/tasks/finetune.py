@@ -1,0 +1,337 @@
+"""Supervised fine-tuning on a task, through gptkit's own trainer.
+
+Each example becomes prompt tokens + completion tokens (target_prefix + target) + end-of-text;
+the loss counts the completion and the end-of-text only: the targets of prompt positions are
+-100, which the loss ignores, so prompt tokens give neither loss nor gradient (tested).
+
+Batches are bucketed by length: every epoch the examples are shuffled (seeded), cut into
+mega-batches of 50 steps, sorted by length inside each, cut into steps and the steps shuffled;
+each micro-batch is right-padded to its longest row only (a multiple of 8). The rows of step
+`it` are a pure function of (seed, it), so a resumed run sees the batches an uninterrupted one
+would (and a global batch is the same rows whatever the number of ranks).
+
+`TaskHooks` plugs this into `gptkit.train.train(cfg, hooks=...)`: the task batches replace the
+token shards, LoRA adapters (peft) are injected before the optimizer is built, every evaluation
+also scores the task on validation examples (greedy decoding: ROUGE-L for summarize, chrF for
+translate), the best-scoring weights are kept in `best/`, and training stops early after
+`patience` evaluations without improvement. Resume, atomic checkpoints, bf16 and torchrun are
+the trainer's.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from gptkit.errors import GptkitError
+
+from .data import Example
+from .templates import Template
+
+IGNORE = -100
+MEGA_STEPS = 50
+PAD_MULTIPLE = 8
+SCORE_METRIC = {"summarize": "rougeL", "translate": "chrf", "custom": "rougeL"}
+
+
+# ---------------------------------------------------------------------------- encoding
+
+@dataclass
+class Encoded:
+    ids: list[int]  # prompt + completion + end-of-text
+    n_prompt: int  # the first n_prompt tokens are the prompt (no loss on predicting them)
+    origin: str = ""
+
+
+def encode_example(ex: Example, template: Template, tokenizer: Any, max_tokens: int, on_long: str = "error",
+                   ) -> Encoded | None:
+    """One example as token ids (see the module doc). A sequence longer than max_tokens + 1 is
+    refused (on_long="error") or its source is cut from the end (on_long="truncate"); None when
+    even an empty source leaves no room for the target (truncate mode: the example is skipped)."""
+    if not ex.target:
+        raise GptkitError(f"{ex.origin}: empty target: nothing to learn")
+    prompt, completion = template.render_pair(ex.source, ex.target)
+    p_ids, c_ids = tokenizer.encode(prompt), tokenizer.encode(completion) + [tokenizer.eot_id]
+    limit = max_tokens + 1  # x and y are the sequence shifted by one
+    if len(p_ids) + len(c_ids) > limit:
+        if on_long == "error":
+            raise GptkitError(f"{ex.origin}: prompt + target are {len(p_ids) + len(c_ids) - 1} tokens, more than "
+                              f"--block-size {max_tokens}; pass --on-long truncate to cut long sources")
+        src = tokenizer.encode(ex.source)
+        keep = len(src) - (len(p_ids) + len(c_ids) - limit)
+        while keep > 0:
+            p_ids = tokenizer.encode(template.render(tokenizer.decode(src[:keep])))
+            over = len(p_ids) + len(c_ids) - limit
+            if over <= 0:
+                break
+            keep -= over
+        if keep <= 0:
+            return None
+    return Encoded(p_ids + c_ids, len(p_ids), ex.origin)
+
+
+def encode_examples(examples: Sequence[Example], template: Template, tokenizer: Any, max_tokens: int,
+                    on_long: str = "error") -> tuple[list[Encoded], int, int]:
+    """(encoded, number truncated, number skipped)."""
+    out, cut, skipped = [], 0, 0
+    for ex in examples:
+        e = encode_example(ex, template, tokenizer, max_tokens, on_long)
+        if e is None:
+            skipped += 1
+            continue
+        p_len = len(tokenizer.encode(template.render(ex.source)))
+        cut += e.n_prompt < p_len
+        out.append(e)
+    return out, cut, skipped
+
+
+def make_xy(rows: Sequence[Encoded], pad: int, max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded inputs x and targets y (-100 on prompt positions and padding)."""
+    T = max(len(r.ids) for r in rows) - 1
+    T = -(-T // PAD_MULTIPLE) * PAD_MULTIPLE
+    if max_len is not None:
+        T = min(T, max_len)
+    x = torch.full((len(rows), T), pad, dtype=torch.long)
+    y = torch.full((len(rows), T), IGNORE, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids = torch.tensor(r.ids[:T + 1], dtype=torch.long)
+        n = len(ids) - 1
+        x[i, :n] = ids[:-1]
+        y[i, :n] = ids[1:]
+        y[i, :max(r.n_prompt - 1, 0)] = IGNORE  # predicting prompt tokens: not learned
+    return x, y
+
+
+class TaskBatches:
+    """Task examples with the batch interface the trainer uses for token shards (see module doc)."""
+
+    def __init__(self, rows: Sequence[Encoded], split: str, pad: int, seed: int = 0, rows_per_step: int = 1,
+                 tokenizer: Any = None) -> None:
+        if not rows:
+            raise GptkitError(f"the {split} split has no examples")
+        self.rows, self.split, self.pad, self.seed = list(rows), split, pad, seed
+        self.rows_per_step = rows_per_step
+        self.num_tokens = sum(len(r.ids) - r.n_prompt for r in self.rows)  # the tokens that are scored
+        self.num_bytes = (sum(len(tokenizer.decode(r.ids[r.n_prompt:-1]).encode()) + 1 for r in self.rows)
+                          if tokenizer is not None else self.num_tokens)
+        self._epochs: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _epoch(self, e: int, G: int) -> np.ndarray:
+        """(steps, G) example indices of epoch e."""
+        key = (e, G)
+        if key not in self._epochs:
+            rng = np.random.default_rng([self.seed, e, 7919])
+            perm = rng.permutation(len(self.rows))
+            lengths = np.array([len(r.ids) for r in self.rows])
+            mega = MEGA_STEPS * G
+            chunks = [perm[s:s + mega] for s in range(0, len(perm), mega)]
+            order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
+            steps = max(1, len(order) // G)
+            if len(order) < G:  # fewer examples than one step: repeat them
+                order = np.resize(order, G)
+            grid = order[:steps * G].reshape(steps, G)
+            self._epochs = {key: grid[rng.permutation(steps)]}  # keep one epoch cached
+        return self._epochs[key]
+
+    def step_rows(self, it: int, G: int) -> np.ndarray:
+        steps = self._epoch(0, G).shape[0]
+        return self._epoch(it // steps, G)[it % steps]
+
+    def rank_batch(self, batch_size: int, block_size: int, seed: int, it: int, rt: Any,
+                   micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's micro-batch of step `it` (the trainer's hook; seed is fixed at construction)."""
+        world, rank = getattr(rt, "world_size", 1), getattr(rt, "rank", 0)
+        G = max(self.rows_per_step, batch_size * world)
+        rows = self.step_rows(it, G)
+        first = (micro * world + rank) * batch_size
+        return make_xy([self.rows[i] for i in rows[first:first + batch_size]], self.pad, block_size)
+
+    def get_batch(self, batch_size: int, block_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self.rows), (batch_size,), generator=generator).tolist()
+        return make_xy([self.rows[i] for i in idx], self.pad, block_size)
+
+    def iter_eval_batches(self, batch_size: int, block_size: int, max_batches: int | None = None):
+        """Every example once (the first max_batches batches), sorted by length."""
+        order = sorted(range(len(self.rows)), key=lambda i: len(self.rows[i].ids))
+        for b, s in enumerate(range(0, len(order), batch_size)):
+            if max_batches is not None and b >= max_batches:
+                return
+            yield make_xy([self.rows[i] for i in order[s:s + batch_size]], self.pad, block_size)
+
+
+# ---------------------------------------------------------------------------- LoRA
+
+LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
+
+
+def add_lora(model: torch.nn.Module, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+             targets: Sequence[str] = LORA_TARGETS, init: bool | str = True) -> Any:
+    """Inject peft LoRA adapters into the model's Linear layers in place (the model object keeps
+    working as before; only the adapters are trainable). Returns the peft wrapper."""
+    import peft
+    cfg = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
+                          init_lora_weights=init, bias="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return peft.get_peft_model(model, cfg)
+
+
+def merged_copy(peft_model: Any) -> torch.nn.Module:
+    """A plain GPT with the adapters merged into its weights (the training model is untouched)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return copy.deepcopy(peft_model).merge_and_unload()
+
+
+def lora_state(peft_model: Any) -> dict[str, torch.Tensor]:
+    import peft
+    return {k: v.detach().cpu().clone() for k, v in peft.get_peft_model_state_dict(peft_model).items()}
+
+
+def load_lora_state(peft_model: Any, sd: dict[str, torch.Tensor]) -> None:
+    import peft
+    res = peft.set_peft_model_state_dict(peft_model, sd)
+    bad = [k for k in getattr(res, "unexpected_keys", []) if "lora_" in k]
+    if bad:
+        raise GptkitError(f"checkpoint's LoRA state does not fit this model ({bad[0]} ...)")
+
+
+def save_adapter(peft_model: Any, directory: Path, base: str | None) -> None:
+    """adapter_model.safetensors + adapter_config.json in peft's layout."""
+    from safetensors.torch import save_file
+    cfg = peft_model.peft_config["default"].to_dict()
+    cfg["base_model_name_or_path"] = base
+    cfg = json.loads(json.dumps(cfg, default=lambda o: sorted(o) if isinstance(o, set) else str(o)))
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / ".adapter_model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in lora_state(peft_model).items()}, str(tmp))
+    os.replace(tmp, directory / "adapter_model.safetensors")
+    tmpc = directory / ".adapter_config.json.tmp"
+    tmpc.write_text(json.dumps(cfg, indent=1) + "\n")
+    os.replace(tmpc, directory / "adapter_config.json")
+
+
+# ---------------------------------------------------------------------------- trainer hooks
+
+@dataclass
+class TaskHooks:
+    """What `train(cfg, hooks=...)` asks of a task (see the module doc)."""
+    task: str
+    template: Template
+    tokenizer: Any
+    train_rows: list[Encoded]
+    val_rows: list[Encoded]
+    val_examples: list[Example]
+    seed: int = 0
+    rows_per_step: int = 1
+    lora: dict[str, Any] | None = None  # add_lora kwargs, None = full fine-tuning
+    score_examples: int = 200
+    score_batch_size: int = 32
+    max_new_tokens: int = 64
+    patience: int | None = None  # evaluations without a better score before stopping
+    base: str | None = None
+    peft_model: Any = None
+    best: dict[str, Any] = field(default_factory=lambda: {"score": None, "step": 0, "bad_evals": 0})
+    stop: bool = False
+    _improved: bool = False
+
+    @property
+    def metric(self) -> str:
+        return SCORE_METRIC.get(self.task, "rougeL")
+
+    def data(self, split: str) -> TaskBatches:
+        rows = self.train_rows if split == "train" else self.val_rows
+        return TaskBatches(rows, split, self.tokenizer.eot_id, self.seed, self.rows_per_step, self.tokenizer)
+
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        if self.lora is not None:
+            self.peft_model = add_lora(model, **self.lora)
+
+    def saveable(self, model: torch.nn.Module) -> torch.nn.Module:
+        return merged_copy(self.peft_model) if self.peft_model is not None else model
+
+    def state(self) -> dict[str, Any]:
+        st: dict[str, Any] = {"task_best": json.dumps(self.best)}
+        if self.peft_model is not None:
+            st["lora"] = lora_state(self.peft_model)
+        return st
+
+    def restore(self, model: torch.nn.Module, state: dict[str, Any]) -> bool:
+        """Restore the hooks' part of a checkpoint; True when the weights were restored here (LoRA)."""
+        if "task_best" in state:
+            self.best = json.loads(state["task_best"])
+        if self.peft_model is not None:
+            if "lora" not in state:
+                raise GptkitError("the checkpoint to resume has no LoRA state: it was trained without --lora")
+            load_lora_state(self.peft_model, state["lora"])
+            return True
+        if "lora" in state:
+            raise GptkitError("the checkpoint to resume was trained with --lora: pass --lora to resume it")
+        return False
+
+    @torch.no_grad()
+    def task_score(self, model: torch.nn.Module) -> float:
+        from gptkit.generate import generate_text
+
+        from .score import score
+        exs = self.val_examples[:self.score_examples]
+        outs = []
+        n_ctx = model.config.n_positions
+        for s in range(0, len(exs), self.score_batch_size):
+            batch = exs[s:s + self.score_batch_size]
+            prompts = [self.template.render(e.source) for e in batch]
+            res = generate_text(model, self.tokenizer, prompts, max_new_tokens=min(self.max_new_tokens, n_ctx - 1),
+                                stop=list(self.template.stop) or None, context="truncate")
+            outs += [r["text"].strip() for r in res]
+        return score(outs, [e.target for e in exs], [self.metric])[self.metric]
+
+    def after_eval(self, step: int, model: torch.nn.Module) -> dict[str, float]:
+        """Score the task on validation examples; track the best; decide early stopping."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncated prompts are counted by the task runner, not here
+            value = self.task_score(model)
+        best = self.best
+        self._improved = best["score"] is None or value > best["score"]
+        if self._improved:
+            best.update(score=value, step=step, bad_evals=0)
+        else:
+            best["bad_evals"] += 1
+        self.stop = self.patience is not None and best["bad_evals"] >= self.patience
+        return {f"val_{self.metric}": value}
+
+    def after_checkpoint(self, out: Path, step: int) -> None:
+        """Keep the best-scoring model: this checkpoint's model files (hard links) in
+        out/best-step-N, and the symlink out/best switched to it with one rename."""
+        if not self._improved:
+            return
+        last = out / "checkpoints" / "last"
+        final = out / f"best-step-{step:08d}"
+        tmp = out / f".best-step-{step:08d}.tmp"
+        for d in (tmp, final):
+            if d.exists():
+                shutil.rmtree(d)
+        tmp.mkdir()
+        for f in last.iterdir():
+            if f.is_file() and not f.name.startswith("train_state"):
+                os.link(f, tmp / f.name)
+        (tmp / "best.json").write_text(json.dumps({"step": step, self.metric: self.best["score"]}) + "\n")
+        os.replace(tmp, final)
+        link = out / ".best.link"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(final.name, link)
+        os.replace(link, out / "best")
+        for old in out.glob("best-step-*"):
+            if old != final:
+                shutil.rmtree(old)

@@ -1,0 +1,225 @@
+"""Run a task: examples -> prompts -> batched generation -> a resumable JSONL of outputs.
+
+    run_task(model, tokenizer, examples, template, "out.jsonl", batch_size=16,
+             generation=dict(max_new_tokens=64, num_beams=4))
+
+One line per example: {"index", "origin", "source", "prompt", "output", "finish_reason"} plus
+"target" when the example has one and "outputs" (all candidates) when -n > 1.
+
+Every prompt is built and measured before anything is written, so bad input fails with nothing
+half-written; a prompt that does not fit the model's context beside max_new_tokens is refused
+(on_long="error", naming the line) or its source is cut from the end to fit (on_long="truncate",
+with one warning that counts them). Prompts are generated longest first in ragged, left-padded
+batches; each finished batch is appended to `out` and fsynced, so a killed run keeps whole lines
+only (at most a cut last line, dropped on restart). Running the same command again continues
+with the examples not yet in the file (a sidecar `out.run.json` holds the settings, and a
+different model, template or option is refused rather than mixed in); once every example is
+done the file is rewritten in input order (atomically).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from gptkit.errors import GptkitError
+
+from .data import Example
+from .templates import Template
+
+ON_LONG = ("error", "truncate")
+
+
+@dataclass
+class Prepared:
+    index: int
+    example: Example
+    prompt: str
+    n_tokens: int
+    truncated: bool
+
+
+def fit_prompts(examples: Sequence[Example], template: Template, tokenizer: Any, n_ctx: int, max_new_tokens: int,
+                shots: Sequence[Example] = (), on_long: str = "error") -> list[Prepared]:
+    """Render and measure every prompt; apply the context rule (see the module doc)."""
+    if on_long not in ON_LONG:
+        raise GptkitError(f"--on-long must be one of {', '.join(ON_LONG)}, got {on_long!r}")
+    budget = n_ctx - max_new_tokens
+    if budget < 1:
+        raise GptkitError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's "
+                          f"context of {n_ctx} tokens")
+    out = []
+    for i, ex in enumerate(examples):
+        prompt = template.render(ex.source, shots)
+        n = len(tokenizer.encode(prompt))
+        cut = False
+        if n > budget:
+            if on_long == "error":
+                raise GptkitError(f"{ex.origin}: the prompt is {n} tokens, more than the {budget} that the model's "
+                                  f"context ({n_ctx}) leaves beside --max-new-tokens {max_new_tokens}; pass "
+                                  "--on-long truncate to cut long sources")
+            prompt, n = _truncate(ex.source, template, tokenizer, shots, budget, ex.origin)
+            cut = True
+        out.append(Prepared(i, ex, prompt, n, cut))
+    return out
+
+
+def _truncate(source: str, template: Template, tokenizer: Any, shots: Sequence[Example], budget: int,
+              origin: str) -> tuple[str, int]:
+    """Cut the source (from its end) until its prompt fits in `budget` tokens."""
+    src_ids = tokenizer.encode(source)
+    overhead = len(tokenizer.encode(template.render("", shots)))
+    keep = min(len(src_ids), budget - overhead)
+    while keep > 0:
+        prompt = template.render(tokenizer.decode(src_ids[:keep]), shots)
+        n = len(tokenizer.encode(prompt))
+        if n <= budget:
+            return prompt, n
+        keep -= max(1, n - budget)
+    raise GptkitError(f"{origin}: the template (with its k-shot examples) alone takes {overhead} tokens, more "
+                      f"than the {budget} the context leaves for the prompt; use fewer --shots")
+
+
+def _read_done(out: Path) -> dict[int, dict[str, Any]]:
+    """The complete lines of an earlier (possibly killed) run; a cut last line is dropped."""
+    if not out.exists():
+        return {}
+    data = out.read_bytes()
+    good_end = data.rfind(b"\n") + 1
+    done: dict[int, dict[str, Any]] = {}
+    for k, line in enumerate(data[:good_end].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            done[int(row["index"])] = row
+        except (ValueError, KeyError, TypeError):
+            raise GptkitError(f"{out}:{k}: not a line this command wrote; choose another --out or pass --overwrite") from None
+    if good_end < len(data):  # a line cut by a kill: drop it so appends start on a line boundary
+        with open(out, "r+b") as f:
+            f.truncate(good_end)
+            f.flush()
+            os.fsync(f.fileno())
+    return done
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_task(model: Any, tokenizer: Any, examples: Sequence[Example], template: Template, out: str | os.PathLike,
+             *, generation: dict[str, Any] | None = None, shots: Sequence[Example] = (), batch_size: int = 16,
+             on_long: str = "error", overwrite: bool = False, progress: bool = True,
+             settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the task over the examples into `out` (see the module doc). Returns a summary dict:
+    {"done", "resumed", "generated", "truncated", "out"}."""
+    from gptkit.generate import generate_text
+
+    if batch_size < 1:
+        raise GptkitError(f"--batch-size must be >= 1, got {batch_size}")
+    gen = {"max_new_tokens": 64, **(generation or {})}
+    if "stop" not in gen or gen["stop"] is None:
+        gen["stop"] = list(template.stop) or None
+    from gptkit.generate import make_config
+    make_config(**gen)  # bad options fail before anything is written
+    n_ctx = model.config.n_positions
+    prepared = fit_prompts(examples, template, tokenizer, n_ctx, gen["max_new_tokens"], shots, on_long)
+    cut = [p for p in prepared if p.truncated]
+    if cut:
+        warnings.warn(f"{len(cut)} source(s) cut to fit the model's context of {n_ctx} tokens "
+                      f"(first: {cut[0].example.origin})", stacklevel=2)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = out.with_name(out.name + ".run.json")
+    fingerprint = {"template": template.prompt, "target_prefix": template.target_prefix,
+                   "shots": [[s.source, s.target] for s in shots], "generation": gen, "n_examples": len(examples),
+                   **(settings or {})}
+    fingerprint = json.loads(json.dumps(fingerprint, default=str))
+    if overwrite:
+        for p in (out, sidecar):
+            if p.exists():
+                p.unlink()
+    done = _read_done(out)
+    if done:
+        old = json.loads(sidecar.read_text()) if sidecar.exists() else None
+        if old != fingerprint:
+            changed = sorted(k for k in set(old or {}) | set(fingerprint) if (old or {}).get(k) != fingerprint.get(k))
+            raise GptkitError(f"{out} holds outputs of a run with other settings ({', '.join(changed) or 'unknown'}); "
+                              "pass --overwrite to start again or choose another --out")
+        for i, row in done.items():
+            if i >= len(prepared) or row.get("source") != prepared[i].example.source:
+                raise GptkitError(f"{out}: line for example {i} does not match the input; pass --overwrite "
+                                  "or choose another --out")
+    else:
+        _atomic_write_text(sidecar, json.dumps(fingerprint, indent=1, ensure_ascii=False) + "\n")
+    todo = sorted((p for p in prepared if p.index not in done), key=lambda p: (-p.n_tokens, p.index))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(prepared), initial=len(done), desc=template.name, unit="ex", dynamic_ncols=True,
+                   file=sys.stderr)
+    n_seq = int(gen.get("num_return_sequences", 1))
+    seed = gen.pop("seed", None)
+    generated = 0
+    with open(out, "a", encoding="utf-8") as f:
+        for b in range(0, len(todo), batch_size):
+            batch = todo[b:b + batch_size]
+            kw = dict(gen)
+            if seed is not None:  # a per-batch seed from the batch's first example: reproducible
+                kw["seed"] = int(seed) * 1_000_003 + batch[0].index
+            results = generate_text(model, tokenizer, [p.prompt for p in batch], **kw)
+            lines = []
+            for j, p in enumerate(batch):
+                cands = results[j * n_seq:(j + 1) * n_seq]
+                row: dict[str, Any] = {"index": p.index, "origin": p.example.origin, "source": p.example.source,
+                                       "prompt": p.prompt, "output": cands[0]["text"].strip(),
+                                       "finish_reason": cands[0]["finish_reason"]}
+                if n_seq > 1:
+                    row["outputs"] = [c["text"].strip() for c in cands]
+                if p.example.target is not None:
+                    row["target"] = p.example.target
+                if p.truncated:
+                    row["truncated"] = True
+                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+                done[p.index] = row
+            f.write("".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+            generated += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    if len(done) == len(prepared) and generated:  # finished: the file in input order
+        _atomic_write_text(out, "".join(json.dumps(done[i], ensure_ascii=False) + "\n" for i in range(len(prepared))))
+    return {"done": len(done), "resumed": len(prepared) - len(todo), "generated": generated,
+            "truncated": len(cut), "out": str(out)}
+
+
+def read_outputs(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The lines of a task output file, in index order."""
+    path = Path(path)
+    if not path.is_file():
+        raise GptkitError(f"{path}: no such file")
+    rows = []
+    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise GptkitError(f"{path}:{k}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or "output" not in row:
+            raise GptkitError(f"{path}:{k}: no \"output\" field (expected a line written by gptkit summarize/translate)")
+        rows.append(row)
+    rows.sort(key=lambda r: r.get("index", 0))
+    return rows
