@@ -28,7 +28,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 ACCEL = re.compile(r"(?<![_\w])_(?=\w)|&(?=\w)")  # "_File", "&Open": mnemonic markers

@@ -23,10 +23,12 @@ import copy
 import json
 import os
 import shutil
+import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -335,3 +337,91 @@ class TaskHooks:
         for old in out.glob("best-step-*"):
             if old != final:
                 shutil.rmtree(old)
+
+
+# ---------------------------------------------------------------------------- the driver
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    train: Any
+    best: dict[str, Any]
+    metric: str
+    merged: Path | None = None
+
+    @property
+    def summary(self) -> str:
+        t, v = self.train, self.train.val
+        lines = [f"fine-tuned {t.step} steps ({t.stopped_by}), {t.tokens_per_s:,.0f} tokens/s; "
+                 f"val loss {v.get('loss', float('nan')):.4f} (target tokens only)"]
+        if self.best.get("score") is not None:
+            lines.append(f"best val {self.metric} {self.best['score']:.2f} at step {self.best['step']}: "
+                         f"{self.out / 'best'}")
+        if self.merged is not None:
+            lines.append(f"merged model (plain GPT-2 directory): {self.merged}")
+        lines.append(f"run directory: {self.out}")
+        return "\n".join(lines)
+
+
+def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[str, Any] | None = None,
+             fields: dict[str, Any] | None = None, on_long: str = "error", lora: bool = False, lora_r: int = 8,
+             lora_alpha: float = 16.0, lora_dropout: float = 0.0, merge: bool = False, patience: int | None = None,
+             score_examples: int = 200, score_max_new_tokens: int = 64) -> FinetuneResult | None:
+    """Fine-tune cfg.init_from on the (source, target) file cfg.data with gptkit's trainer.
+
+    The test split is never read; validation examples give the val loss and the task score.
+    Returns None on ranks other than 0."""
+    from gptkit import load_tokenizer
+    from gptkit.train import train
+
+    from .data import read_examples, split_examples
+    if not cfg.init_from:
+        raise GptkitError("--init-from is required: the model to fine-tune")
+    if merge and not lora:
+        raise GptkitError("--merge merges LoRA adapters: it needs --lora (full fine-tuning writes plain weights)")
+    if lora_r < 1:
+        raise GptkitError(f"--lora-r must be >= 1, got {lora_r}")
+    if patience is not None and patience < 1:
+        raise GptkitError(f"--patience must be >= 1, got {patience}")
+    if score_examples < 0:
+        raise GptkitError(f"--score-examples must be >= 0, got {score_examples}")
+    if on_long not in ("error", "truncate"):
+        raise GptkitError(f"--on-long must be error or truncate, got {on_long!r}")
+    cfg.validate()
+    split = {"val_fraction": 0.05, "test_fraction": 0.05, "seed": 0, **(split or {})}
+    examples = read_examples(cfg.data, **(fields or {}))
+    splits = split_examples(examples, split["val_fraction"], split["test_fraction"], split["seed"])
+    if not splits["val"]:
+        raise GptkitError(f"{cfg.data}: the validation split is empty (raise --val-fraction or give more examples)")
+    tokenizer = load_tokenizer(cfg.init_from)
+    train_rows, cut, skipped = encode_examples(splits["train"], template, tokenizer, cfg.block_size, on_long)
+    val_rows, vcut, vskipped = encode_examples(splits["val"], template, tokenizer, cfg.block_size, on_long)
+    rank = int(os.environ.get("RANK", "0"))
+    if (cut or skipped or vcut or vskipped) and rank == 0:
+        print(f"gptkit: warning: {cut + vcut} source(s) cut to fit --block-size {cfg.block_size}, "
+              f"{skipped + vskipped} example(s) skipped (their target alone does not fit)", file=sys.stderr)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    hooks = TaskHooks(task=task, template=template, tokenizer=tokenizer, train_rows=train_rows, val_rows=val_rows,
+                      val_examples=splits["val"], seed=cfg.seed, rows_per_step=cfg.batch_size * cfg.grad_accum * world,
+                      lora=dict(r=lora_r, alpha=lora_alpha, dropout=lora_dropout) if lora else None,
+                      score_examples=score_examples, max_new_tokens=score_max_new_tokens, patience=patience,
+                      base=str(cfg.init_from))
+    result = train(cfg, hooks=hooks)
+    if rank != 0:
+        return None
+    out = Path(cfg.out)
+    merged = None
+    if merge:
+        src = out / "best" if (out / "best").exists() else out
+        merged = out / "merged"
+        tmp = out / ".merged.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for f in src.iterdir():
+            if f.is_file() and not f.name.startswith(("adapter_", "best.json", "train_state", "metrics", "loss")):
+                shutil.copy2(f, tmp / f.name)
+        if merged.exists():
+            shutil.rmtree(merged)
+        os.replace(tmp, merged)
+    return FinetuneResult(out, result, dict(hooks.best), hooks.metric, merged)

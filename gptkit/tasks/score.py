@@ -16,8 +16,8 @@ Baselines: copy-the-source, and lead-N (the source's first N words) for summaris
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 

@@ -7,7 +7,6 @@ import torch
 
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig
-from gptkit.tasks import run as run_mod
 from gptkit.tasks.data import Example
 from gptkit.tasks.finetune import TaskBatches, add_lora, encode_example, make_xy, merged_copy
 from gptkit.tasks.run import read_outputs, run_task

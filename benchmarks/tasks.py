@@ -1,0 +1,156 @@
+"""The README's task table, reproduced: on each real corpus, a small GPT pretrained and then
+fine-tuned on this CPU, against the copy baseline (and lead-N) and the same model before
+fine-tuning, on the test split, with paired-bootstrap intervals.
+
+    python benchmarks/tasks.py                      # everything (both corpora), about 25 minutes on 2 cores
+    python benchmarks/tasks.py --corpus po-en-de    # one corpus
+    python benchmarks/tasks.py --pretrain-minutes 4 --finetune-minutes 5
+
+Stages (each skipped when its output exists, so a rerun continues; --fresh starts again):
+ 1. corpus: benchmarks/task_corpora.py (gettext catalogs English -> German; Python standard
+    library functions -> first docstring line), into data/tasks/NAME/pairs.jsonl
+ 2. pretraining text from the TRAIN split only (translation: every English and German string as
+    its own document, unpaired and shuffled; code: the train-split source files whole, any file
+    containing a val/test target left out), `gptkit prepare` with a 4096-token BPE
+ 3. pretrain the `mini` preset (4 layers, 256 wide) for --pretrain-minutes
+ 4. `gptkit finetune` on the pairs (full fine-tuning, prompt tokens masked) for --finetune-minutes,
+    early stopping on the validation score, the best checkpoint kept
+ 5. `gptkit translate|summarize` on the test split with the pretrained model (3-shot prompts for
+    translation, the TL;DR prompt for summaries) and the fine-tuned one (greedy)
+ 6. `gptkit score`: the systems, baselines and bootstrap intervals -> runs/tasks/NAME/results.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+CORPORA = {
+    "po-en-de": dict(task="translate", block=128, lang=("English", "German"), shots=3, metric="chrf",
+                     max_new=48, batch=32, pretrain_iters=600, finetune_iters=1500),
+    "pydoc": dict(task="summarize", block=320, pretrain_block=256, metric="rougeL", max_new=40, batch=16,
+                  pretrain_iters=600, finetune_iters=800),
+}
+SPLIT = dict(val=0.05, test=0.05, seed=0)
+
+
+def sh(*cmd: str, log: Path | None = None) -> float:
+    """Run a gptkit command (python -m gptkit ...), echo it; returns the minutes it took."""
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.time()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(list(cmd), check=True, env=env, cwd=ROOT)
+    minutes = (time.time() - t0) / 60
+    if log is not None:
+        with open(log, "a") as f:
+            f.write(json.dumps({"cmd": " ".join(cmd), "minutes": minutes}) + "\n")
+    return minutes
+
+
+def gptkit(*args: str, log: Path | None = None) -> float:
+    return sh(sys.executable, "-m", "gptkit", *args, log=log)
+
+
+def build_corpus(name: str, data: Path) -> None:
+    if (data / "pairs.jsonl").exists():
+        return
+    import task_corpora
+    if name == "po-en-de":
+        task_corpora.build_po("de", data)
+    else:
+        task_corpora.build_docstrings(data)
+
+
+def pretrain_text(name: str, data: Path) -> Path:
+    """Pretraining documents from the train split only (see the module doc)."""
+    out = data / "pretrain.jsonl"
+    if out.exists():
+        return out
+    from gptkit.tasks.data import read_examples, split_examples
+    splits = split_examples(read_examples(data / "pairs.jsonl"), SPLIT["val"], SPLIT["test"], SPLIT["seed"])
+    docs: list[str] = []
+    if name == "po-en-de":
+        docs = [e.source for e in splits["train"]] + [e.target for e in splits["train"]]
+        random.Random(0).shuffle(docs)
+    else:
+        root = Path(json.loads((data / "sources.json").read_text())["root"])
+        held_out = [e.target for s in ("val", "test") for e in splits[s]]
+        held_files = {e.group for s in ("val", "test") for e in splits[s]}
+        files = sorted({e.group for e in splits["train"]} - held_files)
+        dropped = 0
+        for rel in files:
+            text = (root / rel).read_text(encoding="utf-8")
+            if any(t in text for t in held_out):
+                dropped += 1
+                continue
+            docs.append(text)
+        print(f"pretraining text: {len(docs)} train-split files ({dropped} left out: they contain a val/test target)")
+    with open(out, "w", encoding="utf-8") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d}, ensure_ascii=False) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", choices=list(CORPORA), action="append")
+    ap.add_argument("--pretrain-minutes", type=float, default=4.0)
+    ap.add_argument("--finetune-minutes", type=float, default=4.5)
+    ap.add_argument("--fresh", action="store_true", help="delete earlier results and start again")
+    ap.add_argument("--stages", default="corpus,pretrain,finetune,run,score")
+    args = ap.parse_args(argv)
+    stages = set(args.stages.split(","))
+    for name in args.corpus or list(CORPORA):
+        c = CORPORA[name]
+        data, runs = ROOT / "data" / "tasks" / name, ROOT / "runs" / "tasks" / name
+        if args.fresh:
+            for d in (runs, data / "pretrain.jsonl", data / "prepared"):
+                shutil.rmtree(d, ignore_errors=True) if Path(d).is_dir() else Path(d).unlink(missing_ok=True)
+        runs.mkdir(parents=True, exist_ok=True)
+        log = runs / "commands.jsonl"
+        split = ["--val-fraction", str(SPLIT["val"]), "--test-fraction", str(SPLIT["test"]), "--split-seed", str(SPLIT["seed"])]
+        lang = ["--source-lang", c["lang"][0], "--target-lang", c["lang"][1]] if c["task"] == "translate" else []
+        pre, ft = runs / "pretrained", runs / "finetuned"
+        if "corpus" in stages:
+            build_corpus(name, data)
+        if "pretrain" in stages and not (pre / "model.safetensors").exists():
+            text = pretrain_text(name, data)
+            if not (data / "prepared" / "meta.json").exists():
+                gptkit("prepare", str(text), "--field", "text", "--tokenizer", "bpe", "--vocab-size", "4096",
+                       "--out", str(data / "prepared"), log=log)
+            gptkit("train", "--data", str(data / "prepared"), "--out", str(pre), "--preset", "mini",
+                   "--block-size", str(c.get("pretrain_block", c["block"])), "--batch-size", "16",
+                   "--max-iters", str(c["pretrain_iters"]), "--max-minutes", str(args.pretrain_minutes),
+                   "--eval-interval", "200", "--warmup-iters", "50", "--log-interval", "50", log=log)
+        if "finetune" in stages and not (ft / "best").exists():
+            gptkit("finetune", "--task", c["task"], "--data", str(data / "pairs.jsonl"), "--init-from", str(pre),
+                   "--out", str(ft), *split, *lang, "--block-size", str(c["block"]), "--batch-size", "16",
+                   "--lr", "1e-3", "--warmup-iters", "30", "--max-iters", str(c["finetune_iters"]),
+                   "--max-minutes", str(args.finetune_minutes), "--eval-interval", "100", "--eval-iters", "10",
+                   "--patience", "4", "--score-examples", "100", "--on-long", "truncate", log=log)
+        if "run" in stages:
+            gen = ["--batch-size", str(c["batch"]), "--max-new-tokens", str(c["max_new"]), "--on-long", "truncate",
+                   "--split", "test", *split, "--no-progress"]
+            shots = ["--shots", str(c["shots"])] if c.get("shots") else []
+            gptkit(c["task"], "--model", str(pre), "--data", str(data / "pairs.jsonl"), *lang, *shots, *gen,
+                   "--out", str(runs / "test.pretrained.jsonl"), log=log)
+            gptkit(c["task"], "--model", str(ft / "best"), "--data", str(data / "pairs.jsonl"), *lang, *gen,
+                   "--out", str(runs / "test.finetuned.jsonl"), log=log)
+        if "score" in stages:
+            gptkit("score", str(runs / "test.finetuned.jsonl"), "--task", c["task"],
+                   "--against", str(runs / "test.pretrained.jsonl"), "--baselines", "--json",
+                   "--out", str(runs / "results.json"), log=log)
+
+
+if __name__ == "__main__":
+    main()
