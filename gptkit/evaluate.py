@@ -31,7 +31,7 @@ def evaluate(model: GPT, shards: TokenShards, block_size: int, batch_size: int,
     n = 0
     for x, y in shards.iter_eval_batches(batch_size * world, block_size, max_batches):
         x, y = x[rank * batch_size:(rank + 1) * batch_size], y[rank * batch_size:(rank + 1) * batch_size]
-        weight = y.numel()
+        weight = int((y != -100).sum())  # targets of -100 (masked prompt tokens, padding) are not scored
         if weight == 0:  # a short last batch: still take part in FSDP's collectives, count nothing
             x, y = x.new_zeros(1, block_size), y.new_zeros(1, block_size)
         with autocast(device, amp):

@@ -48,7 +48,9 @@ class RunFiles:
         tmp.mkdir(parents=True)
         return tmp
 
-    def save(self, model: GPT, tokenizer: Tokenizer, state: dict[str, Any], step: int, begun: bool = False) -> None:
+    def save(self, model: GPT, tokenizer: Tokenizer, state: dict[str, Any], step: int, begun: bool = False,
+             extra: Any = None) -> None:
+        """extra: called with the staging directory to add files to the checkpoint before it is switched in."""
         self.ckpts.mkdir(parents=True, exist_ok=True)
         final = self.ckpts / f"step-{step:08d}"
         tmp = self.staging(step)
@@ -56,6 +58,8 @@ class RunFiles:
             _rmtree(d)
         save_model(model, tmp, tokenizer)
         save_train_state(tmp, state)
+        if extra is not None:
+            extra(tmp)
         os.replace(tmp, final)
         link_tmp = self.ckpts / ".last.tmp"
         _unlink(link_tmp)

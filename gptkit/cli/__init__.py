@@ -1,4 +1,4 @@
-"""`gptkit prepare | train | eval | generate`: a thin layer over the Python API.
+"""`gptkit prepare | train | eval | generate | summarize | translate | finetune | score`: a thin layer over the Python API.
 
 Each command is a module here with `register(subparsers)`; COMMANDS lists them in --help order.
 Bad input is one line on stderr ("gptkit: error: ...") and exit status 2; --debug shows the
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from ..errors import GptkitError
 from . import eval as eval_cmd
-from . import generate, prepare, train
+from . import generate, prepare, tasks, train
 
-COMMANDS = [prepare, train, eval_cmd, generate]
+COMMANDS = [prepare, train, eval_cmd, generate, tasks]
 
 
 def build_parser() -> argparse.ArgumentParser:

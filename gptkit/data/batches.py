@@ -37,7 +37,10 @@ def micro_rows(batch_size: int, world_size: int, rank: int, micro: int) -> range
 
 def rank_batch(data: Any, batch_size: int, block_size: int, seed: int, it: int, rt: Runtime,
                micro: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's (x, y) for micro-step `micro` of step `it` (see the module docstring)."""
+    """This rank's (x, y) for micro-step `micro` of step `it` (see the module docstring). Data with
+    its own rank_batch (task examples, bucketed by length) draws its rows itself."""
+    if hasattr(data, "rank_batch"):
+        return data.rank_batch(batch_size, block_size, seed, it, rt, micro)
     rows = [data.get_batch(1, block_size, row_generator(seed, it, g))
             for g in micro_rows(batch_size, rt.world_size, rt.rank, micro)]
     return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])

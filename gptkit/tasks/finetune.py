@@ -120,6 +120,7 @@ class TaskBatches:
         if not rows:
             raise GptkitError(f"the {split} split has no examples")
         self.rows, self.split, self.pad, self.seed = list(rows), split, pad, seed
+        self.data_dir = "task examples"  # named in the trainer's banner
         self.rows_per_step = rows_per_step
         self.num_tokens = sum(len(r.ids) - r.n_prompt for r in self.rows)  # the tokens that are scored
         self.num_bytes = (sum(len(tokenizer.decode(r.ids[r.n_prompt:-1]).encode()) + 1 for r in self.rows)
@@ -243,6 +244,7 @@ class TaskHooks:
     max_new_tokens: int = 64
     patience: int | None = None  # evaluations without a better score before stopping
     base: str | None = None
+    source: str = "task examples"
     peft_model: Any = None
     best: dict[str, Any] = field(default_factory=lambda: {"score": None, "step": 0, "bad_evals": 0})
     stop: bool = False
@@ -254,7 +256,9 @@ class TaskHooks:
 
     def data(self, split: str) -> TaskBatches:
         rows = self.train_rows if split == "train" else self.val_rows
-        return TaskBatches(rows, split, self.tokenizer.eot_id, self.seed, self.rows_per_step, self.tokenizer)
+        batches = TaskBatches(rows, split, self.tokenizer.eot_id, self.seed, self.rows_per_step, self.tokenizer)
+        batches.data_dir = self.source
+        return batches
 
     def prepare_model(self, model: torch.nn.Module) -> None:
         if self.lora is not None:
@@ -262,6 +266,11 @@ class TaskHooks:
 
     def saveable(self, model: torch.nn.Module) -> torch.nn.Module:
         return merged_copy(self.peft_model) if self.peft_model is not None else model
+
+    def save_extra(self, directory: Path) -> None:
+        """LoRA: the adapters in peft's layout beside the merged weights of each checkpoint."""
+        if self.peft_model is not None:
+            save_adapter(self.peft_model, Path(directory), self.base)
 
     def state(self) -> dict[str, Any]:
         st: dict[str, Any] = {"task_best": json.dumps(self.best)}
@@ -352,8 +361,8 @@ class FinetuneResult:
     @property
     def summary(self) -> str:
         t, v = self.train, self.train.val
-        lines = [f"fine-tuned {t.step} steps ({t.stopped_by}), {t.tokens_per_s:,.0f} tokens/s; "
-                 f"val loss {v.get('loss', float('nan')):.4f} (target tokens only)"]
+        lines = [(f"fine-tuned {t.step} steps ({t.stopped_by}), {t.tokens_per_s:,.0f} tokens/s; "
+                 f"val loss {v.get('loss', float('nan')):.4f} (target tokens only)")]
         if self.best.get("score") is not None:
             lines.append(f"best val {self.metric} {self.best['score']:.2f} at step {self.best['step']}: "
                          f"{self.out / 'best'}")
@@ -405,7 +414,7 @@ def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[
                       val_examples=splits["val"], seed=cfg.seed, rows_per_step=cfg.batch_size * cfg.grad_accum * world,
                       lora=dict(r=lora_r, alpha=lora_alpha, dropout=lora_dropout) if lora else None,
                       score_examples=score_examples, max_new_tokens=score_max_new_tokens, patience=patience,
-                      base=str(cfg.init_from))
+                      base=str(cfg.init_from), source=f"{cfg.data} ({len(train_rows):,} train / {len(val_rows):,} val examples)")
     result = train(cfg, hooks=hooks)
     if rank != 0:
         return None

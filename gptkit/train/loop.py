@@ -68,13 +68,24 @@ class TrainResult:
     stopped_by: str = "max_iters"
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, hooks: Any = None) -> TrainResult:
+    """Train as cfg says. `hooks` (optional) adapts the loop to another objective without forking
+    it — gptkit.tasks.finetune.TaskHooks is the one in use. It provides:
+      tokenizer, data(split) -> an object with TokenShards' batch interface (its rank_batch, if
+        any, gives a rank's micro-batch; targets of -100 are not learned);
+      prepare_model(model) before the optimizer is built (e.g. inject LoRA adapters);
+      saveable(model) -> the GPT written as model.safetensors; state() -> extra training state;
+      save_extra(directory) -> more files in each checkpoint; restore(model, state) -> True when
+        it restored the weights itself;
+      after_eval(step, model) -> extra metrics for the eval row; after_checkpoint(out, step);
+      stop -> True to stop early ("early_stopping").
+    """
     cfg.validate()
     with_default_lr(cfg)
     rt = setup_runtime(cfg)
     try:
         with distr.lost_rank_errors(rt):
-            return _train(cfg, rt)
+            return _train(cfg, rt, hooks)
     finally:
         distr.shutdown(rt)
 
@@ -85,17 +96,19 @@ def check_block_size(cfg: TrainConfig, n_ctx: int) -> None:
                           f"(n_positions = {n_ctx}); lower --block-size or raise --n-positions")
 
 
-def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
-    data_dir, tokenizer, train_data, val_data = _open_data(cfg)
+def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None) -> TrainResult:
+    data_dir, tokenizer, train_data, val_data = _open_data(cfg, hooks)
     files = RunFiles(cfg.out)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tokenizer)
     check_block_size(cfg, model.config.n_positions)  # --init-from: known only once loaded
+    if hooks is not None:
+        hooks.prepare_model(model)
     amp, why = _precision(model, train_data, cfg, rt, files)
     cfg.dtype = "float32" if amp is None else str(amp).removeprefix("torch.")  # what ran, as resume reads it
     runner = _wrap(model, cfg, rt, amp)  # before the optimizer: FSDP replaces the parameters by shards
     optimizer = make_optimizer(model, cfg, rt.device)
-    state = _restore(files, model, optimizer, cfg, rt) if cfg.resume else None
+    state = _restore(files, model, optimizer, cfg, rt, hooks) if cfg.resume else None
     start, rows = 0, []
     if state is not None:
         torch.set_rng_state(state["torch_rng"])
@@ -124,7 +137,10 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             stopped_by = "max_minutes"
         if step % cfg.eval_interval == 0 or step == cfg.max_iters or out_of_time:
             val = _eval_and_checkpoint(files, model, optimizer, tokenizer, val_data, cfg, rt, step, rows, data_dir,
-                                       amp, log)
+                                       amp, log, hooks)
+            if hooks is not None and hooks.stop:
+                stopped_by = "early_stopping"
+                break
         if out_of_time:
             break
     log.close()
@@ -133,11 +149,13 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     return TrainResult(files.root, done, val, tps, stopped_by)
 
 
-def _open_data(cfg: TrainConfig) -> tuple[Path, Tokenizer, TokenShards, TokenShards]:
+def _open_data(cfg: TrainConfig, hooks: Any = None) -> tuple[Path, Tokenizer, TokenShards, TokenShards]:
     """The data directory's tokenizer and splits; cheap checks (the model's shape) come first."""
     if cfg.data is None:
         raise GptkitError("no --data given (the CLI prepares the embedded corpus; the API needs a data dir)")
     data_dir = Path(cfg.data)
+    if hooks is not None:  # task examples, tokenized by the hooks with the --init-from model's tokenizer
+        return data_dir, hooks.tokenizer, hooks.data("train"), hooks.data("val")
     tokenizer = Tokenizer.load(data_dir)
     if not cfg.init_from:  # check the shape before touching the data: cheap errors first
         check_block_size(cfg, model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id).n_positions)
@@ -240,13 +258,15 @@ class _Log:
 def _eval_and_checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
                          val_data: TokenShards, cfg: TrainConfig, rt: Runtime, step: int,
                          rows: list[dict[str, Any]], data_dir: Path, amp: torch.dtype | None,
-                         log: _Log) -> dict[str, float]:
+                         log: _Log, hooks: Any = None) -> dict[str, float]:
     val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, amp, rt)
     rows.append({"kind": "eval", "step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"],
                  "val_bits_per_byte": val["bits_per_byte"], "time": time.time()})
+    extra = hooks.after_eval(step, model) if hooks is not None else {}  # e.g. the task score
+    rows[-1].update(extra)
     log.write(f"step {step}: val loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f}, "
-              f"bits/byte {val['bits_per_byte']:.4f}")
-    _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir)
+              f"bits/byte {val['bits_per_byte']:.4f}" + "".join(f", {k} {v:.2f}" for k, v in extra.items()))
+    _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir, hooks)
     return val
 
 
@@ -286,13 +306,17 @@ def _progress(cfg: TrainConfig, rt: Runtime, start: int) -> Any:
 
 
 def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
-                cfg: TrainConfig, rt: Runtime, step: int, rows: list[dict[str, Any]], data_dir: Path) -> None:
+                cfg: TrainConfig, rt: Runtime, step: int, rows: list[dict[str, Any]], data_dir: Path,
+                hooks: Any = None) -> None:
     """Rank 0 writes the checkpoint; under FSDP every rank first writes its own shards of the model
     and optimizer into it (torch.distributed.checkpoint), and the whole model is gathered to rank
     0's CPU for the Hugging Face model.safetensors."""
     state = {"step": step, "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(cfg)),
              "data": str(data_dir.resolve()), "world_size": rt.world_size, "strategy": rt.strategy}
     to_save: GPT | None = model
+    if hooks is not None:
+        state.update(hooks.state())
+        to_save = hooks.saveable(model)
     if rt.strategy == "fsdp":
         if rt.is_main:
             files.begin(step)
@@ -304,8 +328,11 @@ def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, t
         state["optimizer"] = optimizer.state_dict()
     if rt.is_main:
         write_metrics(files.metrics, rows)
-        files.save(to_save, tokenizer, state, step, begun=rt.strategy == "fsdp")
+        files.save(to_save, tokenizer, state, step, begun=rt.strategy == "fsdp",
+                   extra=hooks.save_extra if hooks is not None else None)
         plot_losses(rows, files.root / "loss.png")
+        if hooks is not None:
+            hooks.after_checkpoint(files.root, step)
     distr.barrier(rt)
 
 
@@ -319,7 +346,7 @@ def _model_from_state(config: GPTConfig, sd: dict[str, torch.Tensor]) -> GPT:
 
 
 def _restore(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-             rt: Runtime) -> dict[str, Any]:
+             rt: Runtime, hooks: Any = None) -> dict[str, Any]:
     """Load the last checkpoint's weights and optimizer state (every rank reads it: under several
     nodes the run directory must be on a shared filesystem); return its training state.
 
@@ -330,7 +357,9 @@ def _restore(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, cfg:
         raise GptkitError(f"{files.root}: no checkpoint to resume from (checkpoints/last is missing)")
     state = load_train_state(files.last)
     sharded = files.last / distr.DCP_DIR
-    if "optimizer" not in state:  # written under FSDP
+    if hooks is not None and hooks.restore(model, state):  # the hooks own the weights (LoRA adapters)
+        optimizer.load_state_dict(state["optimizer"])
+    elif "optimizer" not in state:  # written under FSDP
         distr.load_sharded(model, optimizer, sharded)
     else:
         sd, source = read_weights(files.last)

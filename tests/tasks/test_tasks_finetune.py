@@ -28,7 +28,7 @@ def make_pairs(path, n=240):
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    from gptkit.checkpoint import save_model
+    from gptkit.hf import save_model
     tok = bytes_tokenizer()
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=tok.vocab_size, n_positions=128, n_layer=2, n_head=2, n_embd=48,

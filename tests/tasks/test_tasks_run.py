@@ -161,7 +161,7 @@ def test_bucketed_batches_deterministic_and_cover_epoch(tok):
 
 
 def test_lora_merge_equals_unmerged_and_loads_in_transformers(model, tok, tmp_path):
-    from gptkit.checkpoint import save_model
+    from gptkit.hf import save_model
     base = GPT(model.config)
     base.load_state_dict(model.state_dict())
     pm = add_lora(base, r=4, alpha=8, init=False)  # random B: the adapters change the output
