@@ -131,13 +131,13 @@ def main(argv: list[str] | None = None) -> None:
             gptkit("train", "--data", str(data / "prepared"), "--out", str(pre), "--preset", "mini",
                    "--block-size", str(c.get("pretrain_block", c["block"])), "--batch-size", "16",
                    "--max-iters", str(c["pretrain_iters"]), "--max-minutes", str(args.pretrain_minutes),
-                   "--eval-interval", "200", "--warmup-iters", "50", "--log-interval", "50", log=log)
+                   "--eval-interval", "200", "--warmup-iters", "50", "--log-interval", "50", "--samples", "0", "-q", log=log)
         if "finetune" in stages and not (ft / "best").exists():
             gptkit("finetune", "--task", c["task"], "--data", str(data / "pairs.jsonl"), "--init-from", str(pre),
                    "--out", str(ft), *split, *lang, "--block-size", str(c["block"]), "--batch-size", "16",
                    "--lr", "1e-3", "--warmup-iters", "30", "--max-iters", str(c["finetune_iters"]),
                    "--max-minutes", str(args.finetune_minutes), "--eval-interval", "100", "--eval-iters", "10",
-                   "--patience", "4", "--score-examples", "100", "--on-long", "truncate", log=log)
+                   "--patience", "4", "--score-examples", "100", "--on-long", "truncate", "--no-progress", log=log)
         if "run" in stages:
             gen = ["--batch-size", str(c["batch"]), "--max-new-tokens", str(c["max_new"]), "--on-long", "truncate",
                    "--split", "test", *split, "--no-progress"]
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                    "--out", str(runs / "test.finetuned.jsonl"), log=log)
         if "score" in stages:
             gptkit("score", str(runs / "test.finetuned.jsonl"), "--task", c["task"],
-                   "--against", str(runs / "test.pretrained.jsonl"), "--baselines", "--json",
+                   "--against", str(runs / "test.pretrained.jsonl"), "--baselines",
                    "--out", str(runs / "results.json"), log=log)
 
 

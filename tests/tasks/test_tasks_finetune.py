@@ -162,3 +162,27 @@ def test_api_errors(base_dir, tmp_path):
     with pytest.raises(GptkitError, match="--on-long truncate"):
         finetune(cfg(base_dir, long, tmp_path / "y"), template=builtin("summarize"))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_any_hf_gpt2_directory_works_unchanged(tmp_path):
+    """A GPT-2 directory written by transformers itself (as `gpt2` from the Hub would be):
+    GPT-2's five-candidate summarize example runs on it, and so does fine-tuning from it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    tok = bytes_tokenizer()
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=tok.vocab_size, n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                                    bos_token_id=tok.eot_id, eos_token_id=tok.eot_id))
+    d = tmp_path / "hf-gpt2"
+    hf.save_pretrained(d)
+    tok.save(d)
+    p = run_cli("summarize", "--model", str(d), "The quick brown fox jumps over the lazy dog.", "-n", "5",
+                "--do-sample", "--top-k", "2", "--max-new-tokens", "10", "--seed", "0", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 5 and p.stdout.startswith("[1] ")
+    data = make_pairs(tmp_path / "p.jsonl", n=60)
+    p = run_cli("finetune", "--task", "summarize", "--data", str(data), "--init-from", str(d), "--out",
+                str(tmp_path / "ft"), "--block-size", "64", "--batch-size", "4", "--max-iters", "4",
+                "--eval-interval", "4", "--score-examples", "2", "--score-max-new-tokens", "2", "--no-progress",
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "ft" / "best" / "model.safetensors").is_file()
