@@ -233,12 +233,12 @@ def register(sub: Any) -> None:
     for task, what in (("summarize", "summarize texts with a GPT (GPT-2's TL;DR: prompt or your template)"),
                        ("translate", "translate texts with a GPT (k-shot prompts or a fine-tuned model)")):
         p = sub.add_parser(task, help=what)
-        p.add_argument("text", nargs="*", help="source texts (or --input / --data)")
+        p.add_argument("text", nargs="*", help="source texts (or --input / --data) (default: none)")
         add_dataclass_args(p, RunOptions)
         add_dataclass_args(p, DataOptions)
         add_dataclass_args(p, TemplateOptions)
         p.add_argument("-n", dest="num_return_sequences", type=int, default=argparse.SUPPRESS,
-                       help="candidates per source (same as --num-return-sequences)")
+                       help="candidates per source, as --num-return-sequences (default: 1)")
         p.set_defaults(func=cmd_run, **_defaults(RunOptions, DataOptions, TemplateOptions))
 
     from ..train import TrainConfig
@@ -247,7 +247,7 @@ def register(sub: Any) -> None:
     add_dataclass_args(p, DataOptions, skip=("split",))
     add_dataclass_args(p, TemplateOptions)
     add_dataclass_args(p, TrainConfig, skip=("data", "progress", "preset"))
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: True)")
     p.set_defaults(func=cmd_finetune, **_defaults(FinetuneOptions, DataOptions, TemplateOptions),
                    out="runs/finetune")
 
@@ -255,16 +255,16 @@ def register(sub: Any) -> None:
                                      "paired-bootstrap intervals")
     p.add_argument("outputs", help="a JSONL written by gptkit summarize/translate (with targets)")
     p.add_argument("--task", default="custom", choices=("summarize", "translate", "custom"),
-                   help="which metrics (summarize: ROUGE; translate: BLEU, chrF; both: custom)")
+                   help="which metrics (summarize: ROUGE; translate: BLEU, chrF; both: custom) (default: custom)")
     p.add_argument("--metrics", default=None, help="comma-separated metrics instead of the task's "
-                   "(rouge1, rouge2, rougeL, bleu, chrf, exact)")
-    p.add_argument("--against", default=None, help="another system's outputs on the same examples: paired bootstrap")
-    p.add_argument("--baselines", action="store_true", help="also score copy-the-source (and lead-N) and compare")
-    p.add_argument("--lead-words", type=int, default=10, help="N of the lead-N baseline (words)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--bootstrap-seed", type=int, default=12345)
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--out", default=None, help="also write the report (JSON) here")
+                   "(rouge1, rouge2, rougeL, bleu, chrf, exact) (default: the task's)")
+    p.add_argument("--against", default=None, help="another system's outputs on the same examples: paired bootstrap (default: none)")
+    p.add_argument("--baselines", action="store_true", help="also score copy-the-source (and lead-N) and compare (default: False)")
+    p.add_argument("--lead-words", type=int, default=10, help="N of the lead-N baseline (words) (default: 10)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples (default: 1000)")
+    p.add_argument("--bootstrap-seed", type=int, default=12345, help="seed of the resamples (default: 12345)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object (default: False)")
+    p.add_argument("--out", default=None, help="also write the report (JSON) here (default: none)")
     p.set_defaults(func=cmd_score)
 
 
