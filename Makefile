@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make run` (the main job) and `make test`.
 PY ?= python3
 
-.PHONY: install run test test-quick bench
+.PHONY: install run test test-quick bench tasks
 
 install:
 	$(PY) -m pip install -q torch==2.13.0
@@ -22,3 +22,7 @@ test-quick:
 
 bench: install
 	$(PY) benchmarks/bench_train.py
+
+# the README's task table: two real corpora, pretrain + fine-tune + score (about 25 minutes on 2 cores)
+tasks: install
+	$(PY) benchmarks/tasks.py
