@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", choices=list(CORPORA), action="append")
     ap.add_argument("--pretrain-minutes", type=float, default=4.0)
-    ap.add_argument("--finetune-minutes", type=float, default=4.5)
+    ap.add_argument("--finetune-minutes", type=float, default=4.0)
     ap.add_argument("--fresh", action="store_true", help="delete earlier results and start again")
     ap.add_argument("--stages", default="corpus,pretrain,finetune,run,score")
     args = ap.parse_args(argv)
