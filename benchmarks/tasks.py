@@ -107,9 +107,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pretrain-minutes", type=float, default=4.0)
     ap.add_argument("--finetune-minutes", type=float, default=4.0)
     ap.add_argument("--fresh", action="store_true", help="delete earlier results and start again")
-    ap.add_argument("--stages", default="corpus,pretrain,finetune,run,score")
+    ap.add_argument("--stages", default="corpus,pretrain,finetune,run,score",
+                    help="comma-separated; 'table' alone prints the README table from earlier results")
     args = ap.parse_args(argv)
     stages = set(args.stages.split(","))
+    if stages == {"table"}:
+        print(table(args.corpus or list(CORPORA)))
+        return
     for name in args.corpus or list(CORPORA):
         c = CORPORA[name]
         data, runs = ROOT / "data" / "tasks" / name, ROOT / "runs" / "tasks" / name
@@ -150,6 +154,38 @@ def main(argv: list[str] | None = None) -> None:
             gptkit("score", str(runs / "test.finetuned.jsonl"), "--task", c["task"],
                    "--against", str(runs / "test.pretrained.jsonl"), "--baselines",
                    "--out", str(runs / "results.json"), log=log)
+    if "score" in stages:
+        print(table(args.corpus or list(CORPORA)))
+
+
+def table(names: list[str]) -> str:
+    """The README's markdown table from each corpus's results.json and commands.jsonl."""
+    out = ["| corpus (test examples) | system | minutes | " + " | ".join(["metric", "vs copy-source, 95% CI",
+                                                                         "vs not fine-tuned, 95% CI"]) + " |",
+           "|---|---|---|---|---|---|"]
+    for name in names:
+        runs = ROOT / "runs" / "tasks" / name
+        res = json.loads((runs / "results.json").read_text())
+        cmds = [json.loads(line) for line in (runs / "commands.jsonl").read_text().splitlines()]
+        pre_min = sum(c["minutes"] for c in cmds if " train " in c["cmd"] or " prepare " in c["cmd"])
+        ft_min = sum(c["minutes"] for c in cmds if " finetune " in c["cmd"])
+        metrics = res["metrics"]
+        sys_names = list(res["systems"])
+        main = sys_names[0]
+        comp = {c["vs"]: c for c in res["comparisons"]}
+        for sysname in sys_names:
+            label = {"test.finetuned": "pretrained + fine-tuned (gptkit finetune)",
+                     "test.pretrained": "pretrained, not fine-tuned (prompted)"}.get(sysname, f"baseline: {sysname}")
+            minutes = f"{pre_min:.1f} + {ft_min:.1f}" if sysname == main else (f"{pre_min:.1f}" if sysname == "test.pretrained" else "-")
+            cells = ["", ""]
+            if sysname == main:
+                key = CORPORA[name]["metric"]
+                for i, other in enumerate(("copy-source", "test.pretrained")):
+                    b = comp[other][key]
+                    cells[i] = f"{key} {b['diff']:+.1f} [{b['lo']:+.1f}, {b['hi']:+.1f}]"
+            scores = ", ".join(f"{m} {res['systems'][sysname][m]:.1f}" for m in metrics)
+            out.append(f"| {name} ({res['n']}) | {label} | {minutes} | {scores} | {cells[0]} | {cells[1]} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
