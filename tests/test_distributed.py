@@ -95,7 +95,13 @@ def assert_same_curve(run: Path, ref: Path, steps: int = STEPS) -> None:
 
 def assert_same_weights(run: Path, ref: Path) -> None:
     a, b = load_model(run), load_model(ref)
+    C = a.config.n_embd
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        if name.endswith("attn.c_attn.bias"):
+            # The key bias's gradient is zero in exact arithmetic (softmax ignores a shift shared by
+            # every key of a query), so what it gets is rounding noise that Adam scales up to lr-sized
+            # steps: compare the query and value biases, which the loss does determine.
+            p, q = torch.cat([p[:C], p[2 * C:]]), torch.cat([q[:C], q[2 * C:]])
         assert torch.allclose(p, q, atol=1e-5), name
 
 
