@@ -215,10 +215,8 @@ def rss_run(url: str, pid: int, total: int, clients: int, max_tokens: int, promp
 
 
 def resolve_dtype(name: str | None) -> str:
-    if name:
-        return name
-    from gptkit.device import cpu_has_fast_bf16
-    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+    from gptkit.device import compute_dtype
+    return compute_dtype(name or "auto", torch.device("cpu"))
 
 
 def main() -> None:

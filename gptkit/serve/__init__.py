@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..device import DTYPES
 from ..errors import GptkitError
 
 
@@ -18,14 +19,16 @@ from ..errors import GptkitError
 class ServeConfig:
     """Options of `gptkit serve` (the CLI's flags are these fields, with dashes)."""
     model: str = field(default="", metadata={"help": "model to serve: a run directory, a Hugging Face GPT-2 "
-                                                     "directory or a Hub id (required)"})
+                                                     "directory or a Hub id", "cli": {"required": True}})
     host: str = field(default="127.0.0.1", metadata={
         "help": "address to bind; loopback by default (another address without --api-key prints a warning)"})
     port: int = field(default=8000, metadata={"help": "TCP port (0 = any free port)"})
-    dtype: str | None = field(default=None, metadata={
-        "help": "weights' precision: float32, bfloat16, float16 or auto (as stored); none: bfloat16 "
-                "where the CPU computes in it natively, else float32"})
-    quantize: str = field(default="none", metadata={"help": "none, or int8 (weight-only, per output channel)"})
+    dtype: str = field(default="auto", metadata={
+        "help": "precision of the weights and computation; auto: the fastest this hardware has natively "
+                "(bfloat16 on CUDA and on CPUs with AVX512-BF16 or AMX, else float32)",
+        "cli": {"choices": ["auto", *DTYPES]}})
+    quantize: str = field(default="none", metadata={"help": "int8: weight-only, per output channel",
+                                                    "cli": {"choices": ["none", "int8"]}})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:N"})
     api_key: str | None = field(default=None, metadata={
         "help": "require 'Authorization: Bearer KEY' on /v1/* (also read from GPTKIT_API_KEY)"})
@@ -39,7 +42,8 @@ class ServeConfig:
         "help": "requests that may wait for a slot; more get 429 with Retry-After"})
     timeout: float = field(default=600.0, metadata={"help": "longest a request may take, waiting included (seconds)"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "largest request body accepted (bytes)"})
-    log_level: str = field(default="info", metadata={"help": "uvicorn's log level: critical, error, warning, info, debug"})
+    log_level: str = field(default="info", metadata={
+        "help": "how much uvicorn logs", "cli": {"choices": ["critical", "error", "warning", "info", "debug"]}})
 
     def validate(self) -> None:
         if not self.model:
@@ -48,7 +52,7 @@ class ServeConfig:
             raise GptkitError(f"--port must be in 0..65535, got {self.port}")
         if self.quantize not in ("none", "int8"):
             raise GptkitError(f"--quantize must be none or int8, got {self.quantize!r}")
-        if self.dtype not in (None, "float32", "bfloat16", "float16", "auto"):
+        if self.dtype not in ("auto", *DTYPES):
             raise GptkitError(f"--dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
         if not 1 <= self.max_batch <= 1024:
             raise GptkitError(f"--max-batch must be in 1..1024, got {self.max_batch}")
@@ -83,11 +87,11 @@ def build_app(cfg: ServeConfig, model: Any = None) -> Any:
     from .chat import find_chat_template
     cfg.validate()
     if model is None:
+        import torch
+
         from .. import load_model
-        dtype = cfg.dtype
-        if dtype is None:
-            from ..device import cpu_has_fast_bf16
-            dtype = "bfloat16" if cfg.device == "cpu" and cpu_has_fast_bf16() else "float32"
+        from ..device import compute_dtype
+        dtype = compute_dtype(cfg.dtype, torch.device(cfg.device))
         model = load_model(cfg.model, dtype=dtype, device=cfg.device,
                            quantize=None if cfg.quantize == "none" else cfg.quantize)
     tokenizer = getattr(model, "tokenizer", None)

@@ -1,5 +1,8 @@
 """The HTTP side of `gptkit serve`: OpenAI's API on FastAPI, over the batching engine.
 
+Over 500 lines, long because each endpoint keeps its request checks and its streaming and
+non-streaming replies side by side (the request and reply bodies are in protocol.py, schemas.py).
+
     POST /v1/completions        prompt (string, strings, ids, lists of ids), max_tokens, temperature,
                                 top_p, n, stop, seed, stream, logprobs, echo, presence/frequency
                                 penalties, logit_bias; and top_k, min_p, repetition_penalty
@@ -241,9 +244,17 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         if the client goes away or the deadline passes (APIError 408)."""
         finished = 0
         watcher = asyncio.ensure_future(watch(handle, deadline, request))
+        held: Event | None = None
         try:
             while finished < total:
-                ev = await handle.queue.get()
+                ev, held = (held, None) if held is not None else (await handle.queue.get(), None)
+                # a reader that fell behind (a busy server) gets its waiting text in one piece
+                while ev.kind == "delta" and not handle.queue.empty():
+                    nxt = handle.queue.get_nowait()
+                    if nxt.kind != "delta" or nxt.index != ev.index:
+                        held = nxt
+                        break
+                    ev = Event("delta", index=ev.index, text=ev.text + nxt.text, tokens=ev.tokens + nxt.tokens)
                 if ev.kind == "gone":
                     return
                 if ev.kind == "timeout":

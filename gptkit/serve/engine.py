@@ -1,5 +1,8 @@
 """Continuous batching over a slot-based KV cache: the decoding engine behind `gptkit serve`.
 
+Over 500 lines, long because admission, prefill, the decode step, per-row sampling and teardown
+all read and write one slot table: kept in one module so that its invariants stay in one place.
+
 One thread owns the model. Requests are queued (bounded); between two decode steps the engine
 admits queued sequences into free slots (prefilling each prompt once, straight into its slot's
 cache rows, copied to its other samples when n > 1), runs one decode step for every active row
@@ -13,10 +16,13 @@ head_dim); a retiring row is replaced by the last one (its cache rows copied), s
 stay contiguous and every step attends over plain views of the cache. Each row has its own length:
 a step writes each row's new key/value at that row's position and masks keys beyond it.
 
-Reproducibility: a row's tokens depend only on its own logits and its own generator (seeded from
-the request's seed; sample j of a request uses seed + j), never on the other rows, so a seeded
-request gives the same text alone or in a batch (up to float rounding of batched matmuls), and
-with one row it is exactly `model.generate(..., do_sample=True, seed=seed, top_k=0)`.
+Sampling: greedy rows take the argmax; a sampling row draws one uniform number per token from
+its own torch.Generator (seeded from the request's seed; sample j of a request uses seed + j) and
+takes the first token whose cumulative probability reaches it, all rows in one batched
+softmax/cumsum/searchsorted (per-row torch.multinomial calls cost more than a small model's decode
+step at a 50k vocabulary). A row's tokens depend only on its own logits and its own generator,
+never on the other rows, so a seeded request gives the same text alone or in a batch (up to float
+rounding of batched matmuls).
 """
 from __future__ import annotations
 
@@ -305,7 +311,8 @@ class Engine:
                 s.generator = torch.Generator(device=model.device)
                 s.generator.manual_seed(s.seed)
             self.rows.append(s)
-            self._accept(s, logits)
+        for s, t in zip(group, self._choose(group, logits[None].expand(len(group), -1))):
+            self._accept(s, logits, t)
 
     def _prompt_logprobs(self, s: Sequence, logits: torch.Tensor) -> None:
         """Logprobs of prompt tokens 1.. given the ones before (echo + logprobs)."""
@@ -339,10 +346,12 @@ class Engine:
         h = model.hidden_states(tokens, attention_mask=mask, position_ids=pos[:, None], cache=cache)
         logits = model.lm_head(h[:, -1]).float()
         self.steps += 1
-        for i, s in enumerate(rows):
+        live = [i for i, s in enumerate(rows) if not s.done]
+        for s in rows:
             s.length += 1
-            if not s.done:
-                self._accept(s, logits[i])
+        chosen = self._choose([rows[i] for i in live], logits[live])
+        for i, t in zip(live, chosen):
+            self._accept(rows[i], logits[i], t)
 
     def _retire(self) -> None:
         """Free the slots of finished and cancelled rows, keeping the active rows contiguous."""
@@ -360,7 +369,8 @@ class Engine:
                 rows[i] = last
 
     # ------------------------------------------------------------------ sampling
-    def _choose(self, s: Sequence, logits: torch.Tensor) -> int:
+    def _scores(self, s: Sequence, logits: torch.Tensor) -> torch.Tensor:
+        """Row s's logits (V,) after its logit_bias and penalties: what its sampler sees."""
         p = s.params
         scores = logits[None]
         if p.logit_bias:
@@ -372,16 +382,51 @@ class Engine:
             scores = repetition_penalty_(scores, s.seen[None], p.repetition_penalty)
         if s.counts is not None:
             scores = scores - p.frequency_penalty * s.counts - p.presence_penalty * (s.counts > 0).float()
-        if s.greedy:
-            return int(scores.argmax(-1))
-        scores = warp(scores, p.temperature, p.top_k or None, p.top_p, p.min_p or None)
-        return int(torch.multinomial(scores.softmax(-1), 1, generator=s.generator))
+        return scores[0]
 
-    def _accept(self, s: Sequence, logits: torch.Tensor) -> None:
-        """Sample s's next token from its logits and tell the client what it means."""
+    def _choose(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
+        """The next token of each row: greedy rows take the argmax; sampling rows draw one uniform
+        number from their own generator and invert the CDF of their (warped) distribution, all rows
+        in one batched softmax/cumsum/searchsorted. Row i's token depends only on row i's logits
+        and generator, never on which other rows share the step."""
+        scores = logits
+        temps = [1.0] * len(seqs)
+        for i, s in enumerate(seqs):
+            p = s.params
+            custom = p.logit_bias or s.seen is not None or s.counts is not None
+            warped = not s.greedy and (p.top_k or p.top_p < 1.0 or p.min_p)
+            if custom or warped:
+                if scores is logits:
+                    scores = logits.clone()
+                row = self._scores(s, logits[i]) if custom else logits[i]
+                if warped:
+                    row = warp(row[None], p.temperature, p.top_k or None, p.top_p, p.min_p or None)[0]
+                elif not s.greedy:
+                    temps[i] = p.temperature
+                scores[i] = row
+            elif not s.greedy:
+                temps[i] = p.temperature
+        out = [0] * len(seqs)
+        sampling = [i for i, s in enumerate(seqs) if not s.greedy]
+        greedy = [i for i, s in enumerate(seqs) if s.greedy]
+        if greedy:
+            for i, t in zip(greedy, scores[greedy].argmax(-1).tolist()):
+                out[i] = t
+        if sampling:
+            rows = scores[sampling]
+            t = torch.tensor([temps[i] for i in sampling], device=rows.device)[:, None]
+            cdf = (rows / t).softmax(-1).cumsum(-1)
+            # u in (0, 1]: the first token whose cumulative probability reaches u (never a filtered one)
+            u = torch.cat([1.0 - torch.rand(1, generator=seqs[i].generator, device=rows.device) for i in sampling])
+            idx = torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous()).clamp_(max=cdf.size(1) - 1)
+            for i, tok in zip(sampling, idx[:, 0].tolist()):
+                out[i] = tok
+        return out
+
+    def _accept(self, s: Sequence, logits: torch.Tensor, t: int) -> None:
+        """Record s's next token t (chosen from these logits) and tell the client what it means."""
         if s.request.cancelled:
             return
-        t = self._choose(s, logits)
         p = s.params
         s.out.append(t)
         s.last = t

@@ -15,6 +15,8 @@ import httpx
 
 from gptkit.generate import generate_text
 
+from serve_helpers import reference, server, tiny_dir  # noqa: F401 (the fixtures)
+
 GOOD = ["Hello", "def f(x):", "naïve café", "12345"]
 
 VALID = {"model": "tiny", "prompt": "hi", "max_tokens": 4}

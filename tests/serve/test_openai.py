@@ -12,6 +12,8 @@ import pytest
 
 from gptkit.generate import generate_text
 
+from serve_helpers import chat_dir, chat_server, client, reference, server, tiny_dir  # noqa: F401 (the fixtures)
+
 PROMPTS = ["Hello", "def f(x):", "The quick brown fox", "é中😀"]
 
 
@@ -24,6 +26,7 @@ def expected(reference, prompt, max_tokens, **kw):
 
 
 def test_greedy_completions_match_generate(client, reference):
+    """Greedy decoding through the server is gptkit.generate's, token for token."""
     for p in PROMPTS:
         r = client.completions.create(model="tiny", prompt=p, max_tokens=12, temperature=0)
         text, _ = expected(reference, p, 12)
@@ -34,14 +37,28 @@ def test_greedy_completions_match_generate(client, reference):
         assert r.choices[0].finish_reason == "length"
 
 
-def test_seeded_sampling_is_generate_with_that_seed(client, reference):
-    r = client.completions.create(model="tiny", prompt="Hello", max_tokens=20, temperature=0.9, top_p=0.9, seed=7)
-    text, _ = expected(reference, "Hello", 20, do_sample=True, temperature=0.9, top_p=0.9, seed=7)
-    assert r.choices[0].text == text
-    again = client.completions.create(model="tiny", prompt="Hello", max_tokens=20, temperature=0.9, top_p=0.9, seed=7)
-    assert again.choices[0].text == text
-    other = client.completions.create(model="tiny", prompt="Hello", max_tokens=20, temperature=0.9, top_p=0.9, seed=8)
-    assert other.choices[0].text != text
+def test_seeded_sampling_is_reproducible_and_follows_the_distribution(client, reference):
+    kw = dict(model="tiny", prompt="Hello", max_tokens=20, temperature=0.9, top_p=0.9)
+    text = client.completions.create(seed=7, **kw).choices[0].text
+    assert client.completions.create(seed=7, **kw).choices[0].text == text
+    assert client.completions.create(seed=8, **kw).choices[0].text != text
+    # the first token, over 480 seeds, is distributed as softmax(logits / temperature)
+    import torch
+    from scipy.stats import chisquare
+    with torch.no_grad():
+        probs = (reference(torch.tensor([list(b"Hello")]))[0, -1].float() / 0.7).softmax(-1)
+    counts = torch.zeros_like(probs)
+    for k in range(30):
+        r = client.completions.create(model="tiny", prompt="Hello", max_tokens=1, temperature=0.7, n=16, seed=16 * k,
+                                      logprobs=0)
+        for c in r.choices:  # (end-of-text ends a choice without a token of text: 256)
+            counts[token_bytes(c.logprobs.tokens[0])[0] if c.logprobs.tokens else 256] += 1
+    assert counts.sum() == 480
+    order = probs.argsort(descending=True)
+    top = order[:8]
+    expected = torch.cat([probs[top], probs[order[8:]].sum()[None]]) * 480
+    observed = torch.cat([counts[top], counts[order[8:]].sum()[None]])
+    assert chisquare(observed.numpy(), expected.numpy()).pvalue > 1e-4
 
 
 def test_same_output_alone_or_in_a_busy_batch(client):
@@ -200,7 +217,7 @@ def test_models_health_metrics(server, client):
 
 
 def test_api_key(tiny_dir):
-    from conftest import start_server
+    from serve_helpers import start_server
     s = start_server(tiny_dir, model_name="tiny", api_key="sekrit")
     try:
         bad = openai.OpenAI(base_url=s.url + "/v1", api_key="wrong", max_retries=0)
@@ -216,7 +233,7 @@ def test_api_key(tiny_dir):
 @pytest.fixture()
 def slow_server(tiny_dir):
     """One slot, one queue place, and a decode step slowed to 20 ms: easy to fill."""
-    from conftest import start_server
+    from serve_helpers import start_server
     s = start_server(tiny_dir, model_name="tiny", max_batch=1, max_queue=1, timeout=1.5)
     engine = s.app.state.engine
     step = engine._step

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from serve_helpers import tiny_dir  # noqa: F401 (the fixtures)
+
 CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
 
 
@@ -37,7 +39,7 @@ def browser():
 @pytest.fixture()
 def slow_server(tiny_dir):
     """Decode steps slowed to 15 ms so that a person (or a test) can watch text arrive and stop it."""
-    from conftest import start_server
+    from serve_helpers import start_server
     s = start_server(tiny_dir, model_name="tiny", max_batch=2)
     engine = s.app.state.engine
     step = engine._step

@@ -1,5 +1,8 @@
-"""A tiny GPT saved with gptkit (bytes tokenizer: every UTF-8 byte a token, so characters are split
-across tokens), and servers for it on free loopback ports, run in a thread of the test process."""
+"""Helpers of the serve tests: a tiny GPT saved by transformers with gptkit's bytes tokenizer
+(every UTF-8 byte a token, so characters are split across tokens), and servers for it on free
+loopback ports, run in a thread of the test process; and the fixtures of the serve tests, which
+each test module imports (not a conftest.py: the suite's modules import tests/conftest.py by
+the name `conftest`, which a second conftest would shadow)."""
 from __future__ import annotations
 
 import json
@@ -42,22 +45,6 @@ def save_tiny(directory: Path, chat: bool = False, n_positions: int = 96) -> Pat
     return directory
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("serve") / "tiny")
-
-
-@pytest.fixture(scope="session")
-def chat_dir(tmp_path_factory) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("serve") / "tiny-chat", chat=True)
-
-
-@pytest.fixture(scope="session")
-def reference(tiny_dir):
-    """A second copy of the served weights, for computing expected answers in the test thread."""
-    return gptkit.load_model(tiny_dir)
-
-
 class ServerThread:
     def __init__(self, app) -> None:
         import uvicorn
@@ -86,6 +73,22 @@ def start_server(model_dir: Path, **options) -> ServerThread:
     from gptkit.serve import ServeConfig, build_app
     cfg = ServeConfig(model=str(model_dir), dtype="float32", log_level="warning", **options)
     return ServerThread(build_app(cfg))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("serve") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def chat_dir(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("serve") / "tiny-chat", chat=True)
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_dir):
+    """A second copy of the served weights, for computing expected answers in the test thread."""
+    return gptkit.load_model(tiny_dir)
 
 
 @pytest.fixture(scope="module")
