@@ -15,7 +15,7 @@ import httpx
 
 from gptkit.generate import generate_text
 
-from serve_helpers import reference, server, tiny_dir  # noqa: F401 (the fixtures)
+pytest_plugins = ["serve_helpers"]  # the fixtures (tests/serve/serve_helpers.py)
 
 GOOD = ["Hello", "def f(x):", "naïve café", "12345"]
 

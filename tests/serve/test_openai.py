@@ -12,7 +12,7 @@ import pytest
 
 from gptkit.generate import generate_text
 
-from serve_helpers import chat_dir, chat_server, client, reference, server, tiny_dir  # noqa: F401 (the fixtures)
+pytest_plugins = ["serve_helpers"]  # the fixtures (tests/serve/serve_helpers.py)
 
 PROMPTS = ["Hello", "def f(x):", "The quick brown fox", "é中😀"]
 

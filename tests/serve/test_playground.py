@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_helpers import tiny_dir  # noqa: F401 (the fixtures)
+pytest_plugins = ["serve_helpers"]  # the fixtures (tests/serve/serve_helpers.py)
 
 CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
 

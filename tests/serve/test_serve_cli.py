@@ -14,7 +14,7 @@ import pytest
 
 from gptkit.serve import is_loopback
 
-from serve_helpers import chat_dir  # noqa: F401 (the fixtures)
+pytest_plugins = ["serve_helpers"]  # the fixtures (tests/serve/serve_helpers.py)
 
 
 def gptkit(*args: str, **kw) -> subprocess.CompletedProcess:
