@@ -128,6 +128,7 @@ PARITY_CONFIGS = {
     "eps-1e-2-gelu_pytorch_tanh": dict(layer_norm_epsilon=1e-2, activation_function="gelu_pytorch_tanh"),
     "n_inner-eps-relu-upcast": dict(n_inner=80, layer_norm_epsilon=1e-3, activation_function="relu",
                                     reorder_and_upcast_attn=True, n_layer=3),
+    "silu": dict(activation_function="silu"),  # an activation the recipe's options added
 }
 
 
@@ -349,12 +350,20 @@ def test_invalid_json_config(good_dir):
     assert "config.json: not valid JSON" in _err(good_dir)
 
 
-def test_llama_config_is_refused(good_dir):
+def test_another_architecture_is_refused(good_dir):
     (good_dir / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32,
+        "architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 32,
         "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 97}))
     msg = _err(good_dir)
-    assert "config.json" in msg and "'llama'" in msg and "GPT-2" in msg
+    assert "config.json" in msg and "'mistral'" in msg and "GPT-2" in msg
+
+
+def test_llama_shape_gptkit_does_not_compute_is_refused(good_dir):
+    (good_dir / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 97}))
+    msg = _err(good_dir)
+    assert "config.json" in msg and "num_key_value_heads=2" in msg
 
 
 def test_non_lm_gpt2_architecture_is_refused(good_dir):
@@ -364,11 +373,11 @@ def test_non_lm_gpt2_architecture_is_refused(good_dir):
 
 @pytest.mark.parametrize("key,value", [("scale_attn_by_inverse_layer_idx", True), ("scale_attn_weights", False),
                                        ("add_cross_attention", True), ("tie_word_embeddings", False),
-                                       ("activation_function", "silu")])
+                                       ("activation_function", "swish_beta")])
 def test_unsupported_options_are_refused_by_name(good_dir, key, value):
     _edit_config(good_dir, **{key: value})
     msg = _err(good_dir)
-    assert "config.json" in msg and key in msg or (key == "activation_function" and "'silu'" in msg)
+    assert "config.json" in msg and key in msg or (key == "activation_function" and "'swish_beta'" in msg)
 
 
 def test_wrong_shape_names_file_and_tensor(good_dir):
