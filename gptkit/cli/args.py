@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -40,6 +41,17 @@ def _help(f: dataclasses.Field) -> str:
     return f"{text} (default: {shown})" if text else f"(default: {shown})"
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a float that is a real number (inf and nan are refused)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return x
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """A --flag per field of `cls` (a dataclass), typed from its annotation, with its help and default."""
     hints = typing.get_type_hints(cls)
@@ -55,7 +67,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif tp in (int, float):
-            parser.add_argument(flag, type=tp, metavar=f.metadata.get("metavar", "N" if tp is int else "X"), **kw)
+            parser.add_argument(flag, type=int if tp is int else finite_float, metavar=f.metadata.get("metavar", "N" if tp is int else "X"), **kw)
         else:
             parser.add_argument(flag, metavar=None if choices else f.metadata.get("metavar", "S"), **kw)
 
@@ -71,12 +83,18 @@ def from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] | None =
 def load_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise GptkitError(f"{p}: config file not found")
-    text = p.read_text()
+        raise GptkitError(f"--config {p}: config file not found")
     try:
+        text = p.read_text(encoding="utf-8")
         if p.suffix == ".toml":
             import tomllib
-            return tomllib.loads(text)
-        return json.loads(text)
+            d = tomllib.loads(text)
+        else:
+            d = json.loads(text)
+    except RecursionError:
+        raise GptkitError(f"--config {p}: nested too deeply to be a config file") from None
     except Exception as e:
-        raise GptkitError(f"{p}: cannot parse ({e})") from None
+        raise GptkitError(f"--config {p}: cannot parse ({e})") from None
+    if not isinstance(d, dict):
+        raise GptkitError(f"--config {p}: expected an object of option names and values, got a {type(d).__name__}")
+    return d

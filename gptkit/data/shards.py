@@ -23,7 +23,7 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise GptkitError(f"{path} is missing: is {data_dir} a data directory made by `gptkit prepare`?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise GptkitError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise GptkitError(f"{path}: not a {FORMAT} meta file")
