@@ -114,6 +114,25 @@ def _utf8_ok(path: Path) -> bool:
     return True
 
 
+def _binary(path: Path) -> GptkitError:
+    return GptkitError(f"{path}: looks binary (a NUL byte in its first {SNIFF_BYTES // 1024} KiB), not UTF-8 text; "
+                       "name text files (UTF-16 text: convert it to UTF-8 first)")
+
+
+def text_size(path: Path) -> int:
+    """Bytes of the file once decompressed: its size, or for .gz the size its trailer records."""
+    size = path.stat().st_size
+    if path.name.endswith(".gz") and size >= 18:
+        try:
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                isize = int.from_bytes(f.read(4), "little")  # mod 2**32: a hint for progress only
+            return max(isize, size)
+        except OSError:
+            pass
+    return size
+
+
 def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
     """One plain-text file as one document, in pieces: (text, source, is_last, disk_bytes)."""
     policy = stats.policy
@@ -122,7 +141,9 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
     with _open_bytes(path) as (f, raw):
         while True:
             block = f.read(BLOCK_BYTES)
-            if offset == 0 and walked and b"\0" in block[:SNIFF_BYTES]:
+            if offset == 0 and b"\0" in block[:SNIFF_BYTES]:
+                if not walked:
+                    raise _binary(path)
                 stats.binary_files += 1
                 return
             try:
@@ -131,7 +152,7 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
                 if policy == "skip":  # nothing was yielded yet: long documents are checked first
                     stats.skipped_documents += 1
                     return
-                raise GptkitError(f"{path}: invalid UTF-8 at byte {offset + e.start} (use on_decode_error 'replace' or 'skip')") from None
+                raise GptkitError(f"{path}: invalid UTF-8 at byte {offset + e.start} (use --on-decode-error replace or skip)") from None
             offset += len(block)
             if not block:
                 break
@@ -143,11 +164,11 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
                             stats.skipped_documents += 1
                             return
                         checked = True
-                    yield buf[:cut], str(path), False, raw.tell() - pos
-                    buf, pos, searched = buf[cut:], raw.tell(), len(buf) - cut
+                    yield buf[:cut], str(path), False, f.tell() - pos
+                    buf, pos, searched = buf[cut:], f.tell(), len(buf) - cut
         if _replacements[0] != replaced_before:
             stats.replaced_documents += 1
-        yield buf, str(path), True, raw.tell() - pos
+        yield buf, str(path), True, f.tell() - pos
 
 
 def _last_safe_cut(text: str, searched: int) -> int:
@@ -165,7 +186,9 @@ def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Ite
         pos = 0
         for lineno, line in enumerate(f, 1):
             where = f"{path}:{lineno}"
-            if lineno == 1 and walked and b"\0" in line[:SNIFF_BYTES]:
+            if lineno == 1 and b"\0" in line[:SNIFF_BYTES]:
+                if not walked:
+                    raise _binary(path)
                 stats.binary_files += 1
                 return
             if not line.strip():
@@ -175,7 +198,7 @@ def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Ite
                 line_text = line.decode("utf-8")
             except UnicodeDecodeError as e:
                 if policy == "error":
-                    raise GptkitError(f"{where}: invalid UTF-8 at byte {e.start} of the line (use on_decode_error 'replace' or 'skip')") from None
+                    raise GptkitError(f"{where}: invalid UTF-8 at byte {e.start} of the line (use --on-decode-error replace or skip)") from None
                 if policy == "skip":
                     stats.skipped_documents += 1
                     continue
@@ -184,6 +207,9 @@ def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Ite
                 obj = json.loads(line_text)
             except json.JSONDecodeError as e:
                 raise GptkitError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:
+                raise GptkitError(f"{where}: JSON nested too deeply to read (a record of text is an object "
+                                  "with a string field)") from None
             if not isinstance(obj, dict) or field not in obj:
                 raise GptkitError(f"{where}: no field {field!r} in this JSON line (choose the text field with --field)")
             text = obj[field]
@@ -191,14 +217,14 @@ def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Ite
                 raise GptkitError(f"{where}: field {field!r} is a {type(text).__name__}, not a string")
             if _LONE_SURROGATE.search(text):  # "\udc80" escapes: not encodable text
                 if policy == "error":
-                    raise GptkitError(f"{where}: field {field!r} holds a lone UTF-16 surrogate (use on_decode_error 'replace' or 'skip')")
+                    raise GptkitError(f"{where}: field {field!r} holds a lone UTF-16 surrogate (use --on-decode-error replace or skip)")
                 if policy == "skip":
                     stats.skipped_documents += 1
                     continue
                 text, replaced = _LONE_SURROGATE.sub("\ufffd", text), True
             stats.replaced_documents += replaced
-            yield text, where, True, raw.tell() - pos
-            pos = raw.tell()
+            yield text, where, True, f.tell() - pos
+            pos = f.tell()
 
 
 def _read_file(path: Path, walked: bool, field: str, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import numbers
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +23,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import GptkitError
-from ..tokenizer import Tokenizer, load_tokenizer, train_bpe
-from .corpus import ReadStats, _as_list, _check_policy, _iter_pieces, _list_files
+from ..errors import GptkitError, OptionError
+from ..files import check_parent_dirs, remove_stale
+from ..tokenizer import MIN_BPE_VOCAB, TOKENIZER_FILES, Tokenizer, load_tokenizer, train_bpe
+from .corpus import ReadStats, _as_list, _check_policy, _iter_pieces, _list_files, text_size
 from .shards import FORMAT
+
+MAX_BPE_VOCAB = 1 << 20  # past a million ids a vocabulary is a mistake, and the trainer would run out of memory
 
 BATCH_CHARS = 2 << 20  # text per task sent to an encoding worker
 
@@ -171,30 +176,41 @@ def prepare(
     """
     inputs = _as_list(inputs)
     _check_policy(on_decode_error)
-    if not 0 <= val_fraction < 1:
-        raise GptkitError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not isinstance(val_fraction, numbers.Real) or not 0 <= val_fraction < 1:
+        raise OptionError("val_fraction", f"must be in [0, 1), got {val_fraction}")
     if not isinstance(shard_tokens, int) or shard_tokens < 1:
-        raise GptkitError(f"shard_tokens must be a positive integer, got {shard_tokens!r}")
-    if tokenizer == "bpe" and vocab_size is None:
-        raise GptkitError("tokenizer 'bpe' needs a vocab_size (e.g. --vocab-size 8192)")
-    if tokenizer != "bpe" and vocab_size is not None:
-        raise GptkitError(f"vocab_size applies only to tokenizer 'bpe'; {tokenizer} has a fixed vocabulary")
+        raise OptionError("shard_tokens", f"must be a positive integer, got {shard_tokens!r}")
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
+        raise OptionError("num_workers", f"must be an integer >= 1 (None: all cores), got {num_workers!r}")
+    if tokenizer == "bpe":
+        if vocab_size is None:
+            raise OptionError("vocab_size", "is needed with tokenizer bpe (e.g. --vocab-size 8192)")
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
+            raise OptionError("vocab_size", f"must be an integer from {MIN_BPE_VOCAB} (256 bytes + a merge + "
+                              f"<|endoftext|>) to {MAX_BPE_VOCAB:,}, got {vocab_size!r}")
+    elif vocab_size is not None:
+        raise OptionError("vocab_size", f"applies only to tokenizer bpe; {tokenizer} has a fixed vocabulary")
     num_workers = num_workers or os.cpu_count() or 1
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GptkitError(f"output {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise GptkitError(f"output {out_dir} already exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    check_out_dir(out_dir, inputs, overwrite)
     files = _list_files(inputs, exclude=out_dir)
     if not files:
         raise GptkitError(f"no readable files in {', '.join(map(str, inputs))}")
+    total_disk = sum(text_size(p) for p, _ in files)
+    if total_disk == 0:
+        what = str(files[0][0]) if len(files) == 1 else f"all {len(files)} input files"
+        raise GptkitError(f"{what}: empty, no text to prepare")
+    if tokenizer == "bpe" and vocab_size - MIN_BPE_VOCAB + 1 > total_disk // 2:
+        raise OptionError("vocab_size", f"{vocab_size:,} is more than {total_disk:,} bytes of text can support "
+                          f"(each merge needs a pair seen twice: at most {MIN_BPE_VOCAB - 1 + total_disk // 2:,}); "
+                          "use a smaller --vocab-size or more text")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out_dir.parent, f".{out_dir.name}.tmp-", f".{out_dir.name}.old-")
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        total_disk = sum(p.stat().st_size for p, _ in files)
         if isinstance(tokenizer, Tokenizer):
             tok = tokenizer
         elif tokenizer == "bpe":
@@ -203,7 +219,11 @@ def prepare(
             tok = load_tokenizer(tokenizer)
         meta = _encode_corpus(files, tmp, tok, field, val_fraction, seed, shard_tokens, num_workers, on_decode_error, total_disk, progress)
         meta["sources"] = [str(Path(p).resolve()) for p in inputs]
+        meta["tokenizer_sha256"] = tok.fingerprint
+        for message in meta.get("warnings", []):
+            warnings.warn(message, stacklevel=2)
         tok.save(tmp)
+        meta["written"] = sorted([p.name for p in tmp.iterdir()] + ["meta.json"])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _move_into_place(tmp, out_dir)
     except BaseException:
@@ -214,7 +234,8 @@ def prepare(
 
 def _train_on(files, field, on_decode_error, vocab_size, total_disk, progress) -> Tokenizer:
     stats = ReadStats(policy=on_decode_error)
-    bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="train bpe", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="train bpe", disable=not progress, file=sys.stderr,
+               leave=False)
     seen = 0
 
     def texts() -> Iterator[str]:
@@ -239,7 +260,8 @@ def _encode_corpus(files, tmp, tok, field, val_fraction, seed, shard_tokens, num
     eot = np.array([tok.eot_id], dtype=dtype)
     last_train_start = 0
     batches = _batches(_iter_pieces(files, field, stats), seed, val_fraction)
-    bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="tokenize", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="tokenize", disable=not progress, file=sys.stderr,
+               leave=False)
     with bar, _encoder_map(tok, dtype, num_workers) as encode:
         for results in encode(batches):
             for ids, nbytes, split, first, last, disk in results:
@@ -251,7 +273,7 @@ def _encode_corpus(files, tmp, tok, field, val_fraction, seed, shard_tokens, num
                 if last:
                     w.write(eot)
                 splits[split]["bytes"] += nbytes
-                bar.update(disk)
+                bar.update(disk)  # input bytes (decompressed), as the bar's total counts them
     for w in writers.values():
         w.close()
     documents = splits["train"]["documents"] + splits["val"]["documents"]
@@ -295,7 +317,34 @@ def _encode_corpus(files, tmp, tok, field, val_fraction, seed, shard_tokens, num
     }
     if note:
         meta["val_note"] = note
+    meta["warnings"] = _split_warnings(splits, val_fraction, documents)
     return meta
+
+
+MIN_VAL_TOKENS = 10_000  # fewer, and a validation loss is too noisy to compare runs by
+
+
+def _split_warnings(splits: dict, val_fraction: float, documents: int) -> list[str]:
+    """What is wrong with the validation split, in words a user can act on."""
+    val, total = splits["val"], splits["train"]["tokens"] + splits["val"]["tokens"]
+    if val_fraction == 0:
+        return [("no validation split (--val-fraction 0): `gptkit train` needs one; evaluate on this data "
+                 "with `gptkit eval --split train`")]
+    out = []
+    better = min(0.5, max(2 * val_fraction, 20 / max(documents, 1), 2 * MIN_VAL_TOKENS / max(total, 1)))
+    hint = f"raise --val-fraction (e.g. {float(f'{better:.1g}'):g})" if better > val_fraction else "use more text"
+    share = val["tokens"] / max(total, 1)
+    if documents >= 2 and val["documents"] == 1:
+        out.append(f"the validation split is 1 document of {documents:,} ({val['tokens']:,} tokens): a loss on one "
+                   f"document is noisy and may not be typical; {hint}")
+    elif val["tokens"] < MIN_VAL_TOKENS:
+        out.append(f"the validation split has {val['tokens']:,} tokens, too few to measure a loss reliably "
+                   f"(at least {MIN_VAL_TOKENS:,}); {hint}")
+    if share > max(3 * val_fraction, val_fraction + 0.1):
+        out.append(f"the validation split holds {share:.0%} of the tokens (--val-fraction asked {val_fraction:g}), "
+                   f"leaving {splits['train']['tokens']:,} to train on: one long document drew val; split the "
+                   "text into more documents (files, or .jsonl lines)")
+    return out
 
 
 def _move_tail(train: _ShardWriter, val: _ShardWriter, start: int, tok: Tokenizer) -> int:
@@ -307,6 +356,44 @@ def _move_tail(train: _ShardWriter, val: _ShardWriter, start: int, tok: Tokenize
         nbytes += int(lengths[ids].sum())
     val.close()
     return nbytes
+
+
+def check_out_dir(out_dir: Path, inputs: list, overwrite: bool) -> None:
+    """--out must be a new or empty directory, or (with --overwrite) a data directory gptkit made that
+    holds nothing else and none of the inputs: never a directory of the user's own files."""
+    if not str(out_dir):
+        raise OptionError("out", "is empty; name the data directory to write")
+    check_parent_dirs(out_dir, "out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OptionError("out", f"{out_dir} exists and is not a directory")
+    here, target = Path.cwd().resolve(), out_dir.resolve()
+    if target == here or target in here.parents:
+        raise OptionError("out", f"{out_dir} is the current directory (or holds it); write the data to a new directory")
+    for item in inputs:
+        src = Path(item).resolve()
+        if src == target or target in src.parents:
+            raise OptionError("out", f"{out_dir} holds the input {item}; gptkit never writes over its inputs: "
+                              "choose another --out")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise OptionError("out", f"{out_dir} already exists and is not empty (--overwrite replaces a data "
+                          "directory made by `gptkit prepare`)")
+    meta_path = out_dir / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        assert isinstance(meta, dict) and meta.get("format") == FORMAT
+    except (OSError, ValueError, RecursionError, AssertionError):
+        raise OptionError("out", f"{out_dir} is not a data directory made by `gptkit prepare` (it has no gptkit "
+                          "meta.json): --overwrite only replaces those; choose another --out") from None
+    ours = {"meta.json", *TOKENIZER_FILES, *(meta.get("written") or [])}
+    for split in (meta.get("splits") or {}).values():
+        ours |= {s.get("file") for s in (split.get("shards") or []) if isinstance(s, dict)}
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours or not p.is_file())
+    if foreign:
+        raise OptionError("out", f"{out_dir} holds {foreign[0]}"
+                          f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}, which `gptkit prepare` "
+                          "did not write: --overwrite replaces only what gptkit made; move it away or choose another --out")
 
 
 def _move_into_place(tmp: Path, out_dir: Path) -> None:
@@ -323,8 +410,22 @@ def format_summary(meta: dict, seconds: float) -> str:
     """One line for the CLI: documents, bytes, tokens, bytes/token and throughput."""
     train, val = meta["splits"]["train"], meta["splits"]["val"]
     nbytes, tokens = train["bytes"] + val["bytes"], train["tokens"] + val["tokens"]
-    return (
-        f"{meta['documents']:,} documents ({train['documents']:,} train / {val['documents']:,} val), "
+    line = (
+        f"{meta['documents']:,} {_plural(meta['documents'], 'document')} ({train['documents']:,} train / "
+        f"{val['documents']:,} val), "
         f"{nbytes / 1e6:,.1f} MB -> {tokens:,} tokens ({train['tokens']:,} train / {val['tokens']:,} val), "
         f"{nbytes / max(tokens, 1):.2f} bytes/token, {seconds:.1f} s at {nbytes / 1e6 / max(seconds, 1e-9):.1f} MB/s"
     )
+    errors = meta.get("decode_errors") or {}
+    left_out = [
+        (errors.get("replaced_documents", 0), "{} with undecodable bytes replaced (U+FFFD)", "document"),
+        (errors.get("skipped_documents", 0), "{} with undecodable bytes skipped", "document"),
+        (meta.get("skipped_binary_files", 0), "{} skipped", "binary file"),
+        (meta.get("empty_documents", 0), "{} skipped", "empty document"),
+    ]
+    notes = [text.format(f"{n:,} {_plural(n, what)}") for n, text, what in left_out if n]
+    return line + ("; " + ", ".join(notes) if notes else "")
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"

@@ -359,15 +359,19 @@ def test_existing_output_needs_overwrite(tmp_path):
     src, texts = docs_corpus(tmp_path, 3)
     out = tmp_path / "out"
     write(out / "keep.txt", "old")
-    with pytest.raises(GptkitError, match="already exists and is not empty.*overwrite"):
+    with pytest.raises(GptkitError, match="already exists and is not empty.*--overwrite"):
         run([src], out)
-    assert (out / "keep.txt").exists()
+    with pytest.raises(GptkitError, match="not a data directory made by `gptkit prepare`"):
+        run([src], out, overwrite=True)  # overwrite never deletes the user's own files
+    assert (out / "keep.txt").read_text() == "old"
+    (out / "keep.txt").unlink()
+    run([src], out, val_fraction=0.5)
     # a failing overwrite keeps the old data
     with pytest.raises(GptkitError):
         run([src, tmp_path / "missing"], out, overwrite=True)
-    assert (out / "keep.txt").exists()
+    assert (out / "meta.json").exists()
     run([src], out, overwrite=True, val_fraction=0)
-    assert not (out / "keep.txt").exists() and split_tokens(out, "train").tolist() == expected(B, texts)
+    assert split_tokens(out, "train").tolist() == expected(B, texts)
     assert leftovers(tmp_path) == []
     (tmp_path / "empty").mkdir()
     run([src], tmp_path / "empty")  # an empty directory is fine to fill
