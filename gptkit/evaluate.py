@@ -48,5 +48,7 @@ def evaluate(model: GPT, shards: TokenShards, block_size: int, batch_size: int,
         raise GptkitError(f"split '{shards.split}' has no full window of {block_size + 1} tokens")
     loss = total / n
     tokens_per_byte = shards.num_tokens / max(1, shards.num_bytes)
+    windows = sum(len(range(0, len(s) - block_size, block_size)) for s in shards.shards)
     return {"loss": loss, "perplexity": math.exp(min(loss, 700)),
-            "bits_per_byte": loss / math.log(2) * tokens_per_byte, "eval_tokens": n}
+            "bits_per_byte": loss / math.log(2) * tokens_per_byte, "eval_tokens": n,
+            "whole_split": n == windows * block_size, "block_size": block_size}

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ..errors import GptkitError
+from .args import finite_float
 
 
 def _generate_dtype(name: str | None, device: str) -> str:
@@ -24,11 +25,10 @@ def _generate_dtype(name: str | None, device: str) -> str:
 def cmd_generate(args: argparse.Namespace) -> int:
     import warnings
 
-    import torch
-
     from .. import load_model
+    from ..device import resolve_device
     from ..generate import generate_text, stream
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))
     quantize = None if args.quantize == "none" else args.quantize
     model = load_model(args.model, dtype=_generate_dtype(args.dtype, device), device=device, quantize=quantize)
     tok = model.tokenizer
@@ -86,14 +86,14 @@ def register(sub: Any) -> None:
     ge.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=None,
                     help="sample, or decode greedily / by beam search with --no-do-sample (default: "
                     "sample, unless --num-beams > 1)")
-    ge.add_argument("--temperature", type=float, default=1.0)
+    ge.add_argument("--temperature", type=finite_float, default=1.0)
     ge.add_argument("--top-k", type=int, default=50, help="0: off")
-    ge.add_argument("--top-p", type=float, default=1.0)
-    ge.add_argument("--min-p", type=float, default=None)
-    ge.add_argument("--repetition-penalty", type=float, default=1.0)
+    ge.add_argument("--top-p", type=finite_float, default=1.0)
+    ge.add_argument("--min-p", type=finite_float, default=None)
+    ge.add_argument("--repetition-penalty", type=finite_float, default=1.0)
     ge.add_argument("--no-repeat-ngram-size", type=int, default=0)
     ge.add_argument("--num-beams", type=int, default=1)
-    ge.add_argument("--length-penalty", type=float, default=1.0)
+    ge.add_argument("--length-penalty", type=finite_float, default=1.0)
     ge.add_argument("--early-stopping", choices=["false", "true", "never"], default="false")
     ge.add_argument("-n", "--num-return-sequences", type=int, default=1)
     ge.add_argument("--eos-token-id", type=int, action="append", default=None,

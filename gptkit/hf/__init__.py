@@ -18,6 +18,7 @@ is read with torch.load(weights_only=True).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from ..device import resolve_device
 from ..errors import GptkitError
 from ..files import atomic_path, write_json
 from ..model import GPT
@@ -85,7 +87,15 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
     `device` as it arrives: the weights are never held twice, nor ever all on the CPU when
     `device` is a GPU. Its tokenizer, where the directory has one (vocab.json + merges.txt, or
     tokenizer.json), is attached as `model.tokenizer` (else None).
+
+    The weights are ordinary tensors even when this is called under torch.inference_mode() (as
+    servers do): the model then works under inference_mode, no_grad or neither, in any order.
     """
+    with torch.inference_mode(False):
+        return _load_model(name_or_path, dtype, device)
+
+
+def _load_model(name_or_path: str | os.PathLike, dtype: Any, device: str | torch.device) -> GPT:
     target = resolve_dtype(dtype)
     directory = resolve_model_dir(name_or_path)
     d = read_config_dict(directory)
@@ -96,7 +106,7 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
         target = torch.float32
     elif target == "auto":
         target = _declared_dtype(d)  # None: the first floating tensor's dtype decides
-    device = torch.device(device)
+    device = resolve_device(device)
 
     with torch.device("meta"):
         model = GPT(config)
@@ -108,6 +118,11 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
         if ours is None:
             continue
         if ours not in expected:
+            if not config.bias and ours.endswith(".bias"):  # a bias-free model saved as GPT-2: zeros
+                if e.load().count_nonzero():
+                    raise GptkitError(f"{e.source}: tensor {e.name} is not zero, but {CONFIG_FILE} says the "
+                                      "model has no biases (gptkit.bias false)")
+                continue
             raise GptkitError(f"{e.source}: unexpected tensor {e.name} (not part of a GPT-2 model)")
         conv = ours.endswith(_CONV1D_SUFFIXES)
         want = expected[ours][::-1] if conv else expected[ours]
@@ -164,22 +179,38 @@ def _maybe_tokenizer(directory: Path, vocab_size: int | None = None) -> tuple[An
 
 # ---------------------------------------------------------------------------- save
 
-def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
-    """Write config.json + model.safetensors (+ tokenizer files) into `directory`, atomically.
+def check_savable(model: GPT) -> dict[str, torch.Tensor]:
+    """What save_model would write (GPT-2's tensors, no copy), or the reason it cannot: the trainer
+    calls it before its first step, so that no run trains for hours and then fails to save.
 
-    The result is a Hugging Face GPT-2 directory; what GPT-2 cannot express is refused here,
-    never silently dropped.
-    """
-    if not model.config.bias:
-        raise GptkitError("a model with bias=False has no GPT-2 equivalent; it cannot be saved in the "
-                          "Hugging Face GPT-2 layout")
+    A bias-free model is GPT-2 with biases of zero: they are written as zeros, so transformers
+    loads it and computes the same logits; gptkit reads them back into a bias-free model."""
     if model.lm_head.weight is not model.transformer.wte.weight:
         raise GptkitError("the model's output layer is not tied to its token embedding; GPT-2's layout "
                           "cannot express that")
     if any(p.is_meta for p in model.parameters()):
         raise GptkitError("the model has parameters on the meta device (not loaded); nothing to save")
     sd = to_hf_state_dict(model)
-    _check_exportable(model.config, sd)
+    config = model.config
+    if not config.bias:
+        with torch.device("meta"):
+            full = to_hf_state_dict(GPT(dataclasses.replace(config, bias=True)))
+        some = next(iter(sd.values()))
+        for name, t in full.items():
+            if name not in sd and name.endswith(".bias"):
+                sd[name] = torch.zeros(t.shape, dtype=some.dtype, device=some.device)
+        config = dataclasses.replace(config, bias=True)
+    _check_exportable(config, sd)
+    return sd
+
+
+def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer files) into `directory`, atomically.
+
+    The result is a Hugging Face GPT-2 directory; what GPT-2 cannot express is refused here,
+    never silently dropped.
+    """
+    sd = check_savable(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sd = {k: v.cpu() for k, v in sd.items()}
