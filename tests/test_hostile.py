@@ -18,7 +18,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -34,7 +33,7 @@ import torch
 from gptkit.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import write_docstring_corpus  # noqa: E402
+from conftest import write_docstring_corpus
 
 SUBPROCESS = os.environ.get("GPTKIT_HOSTILE_SUBPROCESS") == "1"
 TINY = ["--preset", "tiny", "--block-size", "16", "--batch-size", "4", "--eval-iters", "2", "--samples", "0", "-q"]
@@ -146,6 +145,12 @@ def snapshot(root: Path) -> dict[str, str]:
             else:
                 out[rel] = hashlib.sha1(p.read_bytes()).hexdigest()
     return out
+
+
+def visible_lines(err: str) -> list[str]:
+    """The non-blank lines a terminal would show: a progress bar redraws its line with \\r and clears
+    it when it closes."""
+    return [seen for line in err.split("\n") if (seen := line.split("\r")[-1]).strip()]
 
 
 def run_cli(argv: list[str], capsys, proc: bool = False, cwd: Path | None = None,
@@ -363,7 +368,7 @@ def _params():
 def test_sweep(ws, capsys, argv, pattern, proc):
     before = snapshot(ws)
     code, out, err = run_cli(argv, capsys, proc=proc, cwd=ws)
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = visible_lines(err)
     assert code not in (0, None), f"exit {code}: {err}"
     assert "Traceback" not in err, err
     assert len(lines) == 1, f"{len(lines)} lines on stderr:\n{err}"
@@ -525,9 +530,9 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(ws, capsys):
     before = (ws / "run" / "model.safetensors").read_bytes()
     code, out, err = run_cli([*RESUME, "--max-iters", "40", "--eval-interval", "20", "--log-interval", "1",
                               "--lr", "1e30", "--warmup-iters", "0"], capsys)
-    lines = err.strip().splitlines()
-    assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
-    assert re.search(r"gptkit: error: .*(nan|inf|non-finite|diverge)", lines[0], re.IGNORECASE), lines[0]
+    errors = [line for line in visible_lines(err) if line.startswith("gptkit: error")]
+    assert code != 0 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(r"gptkit: error: .*(nan|inf|non-finite|diverge)", errors[0], re.IGNORECASE), errors[0]
     assert (ws / "run" / "model.safetensors").read_bytes() == before
     assert os.readlink(ws / "run" / "checkpoints" / "last") == "step-00000002"
     _strict_json_lines(ws / "run" / "metrics.jsonl")
@@ -574,7 +579,7 @@ def test_prepare_progress_counts_text_bytes(ws, capsys):
     code, out, err = run_cli(["prepare", "big.txt.gz", "--tokenizer", "bytes", "--out", "d1", "--workers", "1"],
                              capsys)
     assert code == 0, err
-    assert "195k/195k" in err, err  # 195,000 bytes of text (the file on disk is ~1 kB)
+    assert "/195k" in err, err  # the bar's total: 195,000 bytes of text (the file on disk is ~1 kB)
     assert "0.2 MB" in out
 
 
