@@ -62,8 +62,8 @@ class GenerationConfig:
         if not isinstance(self.num_return_sequences, numbers.Integral) or self.num_return_sequences < 1:
             bad("num_return_sequences", f"must be an integer >= 1, got {self.num_return_sequences!r}")
         if self.num_return_sequences > 1 and self.num_beams == 1 and not self.do_sample:
-            bad("num_return_sequences", f"{self.num_return_sequences} needs do_sample=True (--do-sample) or "
-                "num_beams > 1: greedy decoding would return the same sequence every time")
+            bad("num_return_sequences", f"{self.num_return_sequences} needs do_sample=True or num_beams > 1 "
+                "(--do-sample, --num-beams): greedy decoding would return the same sequence every time")
         if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
             bad("num_return_sequences", f"({self.num_return_sequences}) must be <= num_beams ({self.num_beams})")
         if self.context not in ("error", "truncate"):

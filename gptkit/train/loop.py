@@ -111,9 +111,9 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
                           "evaluates and checkpoints on one; prepare the data again with --val-fraction 0.01, say")
     for split in (train_data, val_data):
         if split.num_tokens < cfg.block_size + 1:
-            raise OptionError("block_size", f"{cfg.block_size} needs block_size+1 = {cfg.block_size + 1} tokens, "
-                              f"but split '{split.split}' of {data_dir} has {split.num_tokens}; use a smaller "
-                              "--block-size or more data")
+            raise OptionError("block_size", f"{cfg.block_size} is too long for split '{split.split}' of {data_dir}: "
+                              f"it has {split.num_tokens} tokens, fewer than block_size+1 = {cfg.block_size + 1}; "
+                              "use a smaller --block-size or more data")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tokenizer)
     check_block_size(cfg, model.config.n_positions)  # --init-from: known only once loaded

@@ -251,7 +251,7 @@ def test_a_bias_free_model_is_saved_as_gpt2_with_zero_biases(tmp_path):
         assert torch.equal(m(ids), back(ids))
     from safetensors.torch import load_file
     sd = load_file(tmp_path / "nobias" / "model.safetensors")
-    assert "h.0.ln_1.bias" in sd and not sd["h.0.attn.c_attn.bias"].any()
+    assert "transformer.h.0.ln_1.bias" in sd and not sd["transformer.h.0.attn.c_attn.bias"].any()
 
 
 def test_export_refuses_what_gpt2_cannot_express(tmp_path):
