@@ -66,7 +66,9 @@ def setup_runtime(cfg: Any) -> Runtime:
     --strategy auto is DDP under torchrun with more than one rank, else a single process;
     --strategy ddp / fsdp without torchrun run as a world of one (same code path, same files).
     """
-    dev_type = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else torch.device(cfg.device).type
+    from .device import resolve_device
+    requested = resolve_device(cfg.device)
+    dev_type = requested.type
     if dev_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (what autocast leaves) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
@@ -78,7 +80,7 @@ def setup_runtime(cfg: Any) -> Runtime:
     if strategy == "auto":
         strategy = "ddp" if env is not None and env[1] > 1 else "single"
     if strategy == "single":
-        return Runtime(torch.device(cfg.device if cfg.device != "auto" else dev_type))
+        return Runtime(requested)
     rank, world, local = env if env is not None else (0, 1, 0)
     if dev_type == "cuda":
         if local >= torch.cuda.device_count():
@@ -156,6 +158,12 @@ def all_sum(t: torch.Tensor) -> None:
 def barrier(rt: Runtime) -> None:
     if rt.world_size > 1:
         dist.barrier()
+
+
+def say(rt: Runtime, message: str) -> None:
+    """A line of information on stderr, from rank 0 only."""
+    if rt.is_main:
+        print(f"gptkit: {message}", file=sys.stderr, flush=True)
 
 
 def note(rt: Runtime, message: str) -> None:

@@ -28,8 +28,9 @@ def evaluate(model: GPT, shards: TokenShards, block_size: int, batch_size: int,
     model.eval()
     device = next(model.parameters()).device
     total = torch.zeros((), device=device, dtype=torch.float64)
-    n = 0
+    n = batches = 0
     for x, y in shards.iter_eval_batches(batch_size * world, block_size, max_batches):
+        batches += 1
         x, y = x[rank * batch_size:(rank + 1) * batch_size], y[rank * batch_size:(rank + 1) * batch_size]
         weight = int((y != -100).sum())  # targets of -100 (masked prompt tokens, padding) are not scored
         if weight == 0:  # a short last batch: still take part in FSDP's collectives, count nothing
@@ -48,5 +49,7 @@ def evaluate(model: GPT, shards: TokenShards, block_size: int, batch_size: int,
         raise GptkitError(f"split '{shards.split}' has no full window of {block_size + 1} tokens")
     loss = total / n
     tokens_per_byte = shards.num_tokens / max(1, shards.num_bytes)
+    whole = max_batches is None or batches < max_batches  # the batches ran out before the cap
     return {"loss": loss, "perplexity": math.exp(min(loss, 700)),
-            "bits_per_byte": loss / math.log(2) * tokens_per_byte, "eval_tokens": n}
+            "bits_per_byte": loss / math.log(2) * tokens_per_byte, "eval_tokens": n,
+            "whole_split": whole, "block_size": block_size}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid in the name: a later run can tell a dead writer's leftovers (remove_stale).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -40,3 +42,50 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def check_parent_dirs(path: str | os.PathLike, option: str) -> None:
+    """A path that can become a directory: no existing part of it above it is a file."""
+    from .errors import OptionError
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OptionError(option, f"{path}: {parent} is a file, not a directory")
+            return
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+_PID = re.compile(r"(\d+)(?:\.|$)")
+
+
+def remove_stale(directory: str | os.PathLike, *prefixes: str) -> list[Path]:
+    """Remove what a killed gptkit left in `directory`: entries named `prefix...` whose writer (the pid
+    in the name: `.x.tmp-PID`, `.x.old-PID`, `.x.PID.abc.tmp`) is no longer running. Returns them."""
+    import shutil
+    directory = Path(directory)
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if not p.name.startswith(prefixes):
+            continue
+        m = _PID.match(p.name[len(next(x for x in prefixes if p.name.startswith(x))):])
+        if m is None or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
+            continue
+        try:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed

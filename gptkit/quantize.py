@@ -101,4 +101,5 @@ def quantize(model: Any, method: str | None) -> Any:
         return model
     if method not in METHODS:
         raise GptkitError(f"unknown quantization {method!r} (choose from none, {', '.join(METHODS)})")
-    return quantize_int8(model)
+    with torch.inference_mode(False):  # ordinary tensors, even under inference_mode: usable in any mode
+        return quantize_int8(model)

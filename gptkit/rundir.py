@@ -4,6 +4,7 @@ metrics.jsonl, loss.png and the training state that --resume reads.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict[str, An
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue  # a line cut by a kill
         if up_to_step is None or row.get("step", 0) <= up_to_step:
             rows.append(row)
@@ -107,8 +108,12 @@ def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict[str, An
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """JSON lines, strictly: a value that is not a finite number is written as null (NaN is not JSON)."""
+    def finite(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.write_text("".join(json.dumps({k: finite(v) for k, v in r.items()}, allow_nan=False) + "\n"
+                               for r in rows))
 
 
 def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:

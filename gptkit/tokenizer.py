@@ -12,6 +12,7 @@ appending `eot_id` explicitly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from gptkit.errors import GptkitError
+from gptkit.errors import GptkitError, OptionError
 from gptkit.files import write_text
 
 # GPT-2's pre-tokenization regex (tiktoken's r50k pattern, in the original spelling that
@@ -31,6 +32,7 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 EOT = "<|endoftext|>"
 KINDS = ("gpt2", "bytes", "bpe")
 MIN_BPE_VOCAB = 258  # 256 byte tokens + at least one merge + <|endoftext|>
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 MODEL_MAX_LENGTH = 1024
 
 
@@ -98,6 +100,18 @@ class Tokenizer:
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
 
+    @property
+    def fingerprint(self) -> str:
+        """A SHA-256 of the vocabulary (every token's bytes, in id order): two tokenizers encode alike
+        exactly when their fingerprints match. Two BPEs of the same size trained on different text
+        differ here, not in vocab_size."""
+        if not hasattr(self, "_fingerprint"):
+            h = hashlib.sha256()
+            for token in sorted(self.ranks, key=self.ranks.__getitem__):
+                h.update(len(token).to_bytes(2, "little") + token)
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
     def __reduce__(self):
         # Pickle the data, not tiktoken's Rust object (for spawn-based worker pools).
         return (Tokenizer, (self.kind, self.ranks, self.merges))
@@ -119,8 +133,13 @@ class Tokenizer:
     def encode_batch(self, texts: list[str], num_threads: int | None = None) -> list[list[int]]:
         return self._enc.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count() or 1)
 
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text of `ids`; a partial UTF-8 sequence decodes to U+FFFD, `eot_id` to "<|endoftext|>"."""
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text of `ids`; a partial UTF-8 sequence decodes to U+FFFD, `eot_id` to "<|endoftext|>".
+
+        skip_special_tokens=True (as in transformers) leaves end-of-text out: the left padding of a
+        batched `generate`'s shorter rows, and the end-of-text a row finished with."""
+        if skip_special_tokens:
+            ids = [i for i in (int(i) for i in ids) if i != self.eot_id]
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
@@ -180,7 +199,7 @@ def _read_json(path: Path):
             return json.load(f)
     except FileNotFoundError:
         raise GptkitError(f"tokenizer file {path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise GptkitError(f"tokenizer file {path} is not valid JSON: {e}") from None
 
 
@@ -278,7 +297,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     from tokenizers import models, pre_tokenizers, trainers
 
     if not isinstance(vocab_size, int) or vocab_size < MIN_BPE_VOCAB:
-        raise GptkitError(f"BPE vocab_size must be an integer >= {MIN_BPE_VOCAB} (256 bytes + merges + <|endoftext|>), got {vocab_size!r}")
+        raise OptionError("vocab_size", f"must be an integer >= {MIN_BPE_VOCAB} for a BPE (256 bytes + merges + "
+                          f"<|endoftext|>), got {vocab_size!r}")
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     trainer = trainers.BpeTrainer(
@@ -405,7 +425,7 @@ def tokenizer_from_tokenizer_json(path: str | os.PathLike) -> Tokenizer:
     path = Path(path)
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise GptkitError(f"{path}: not valid JSON ({e})") from None
     model = d.get("model") or {}
     if model.get("type", "BPE") != "BPE" or not isinstance(model.get("vocab"), dict):

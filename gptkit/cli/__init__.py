@@ -10,15 +10,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..errors import GptkitError
+from ..errors import GptkitError, OptionError
 from . import eval as eval_cmd
 from . import generate, prepare, recipe, serve, tasks, train
 
 COMMANDS = [prepare, train, eval_cmd, generate, recipe, tasks, serve]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (not the whole usage) like every other gptkit error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"gptkit: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gptkit", description="Build, train and use GPT-style language models.")
+    p = Parser(prog="gptkit", description="Build, train and use GPT-style language models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
@@ -35,16 +42,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GptkitError as e:
         if args.debug:
             raise
-        print(f"gptkit: error: {e}", file=sys.stderr)
+        msg = e.for_flags() if isinstance(e, OptionError) and e.flag in _flags(parser) else str(e)
+        print(f"gptkit: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("gptkit: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"gptkit: {e}" if str(e) else "gptkit: interrupted", file=sys.stderr)
         return 130
-    except (OSError, MemoryError) as e:
+    except OSError as e:
         if args.debug:
             raise
-        print(f"gptkit: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"gptkit: error: {where}{e.strerror or e} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+    except MemoryError:
+        if args.debug:
+            raise
+        print("gptkit: error: out of memory (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of every command."""
+    flags = {s for a in parser._actions for s in a.option_strings}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= {s for a in sub._actions for s in a.option_strings}
+    return flags
 
 
 if __name__ == "__main__":

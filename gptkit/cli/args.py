@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -67,6 +68,17 @@ def help_text(f: dataclasses.Field) -> str:
     return f"{text} (default: {shown})"
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a float that is a real number (inf and nan are refused)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return x
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
                        suppress: bool = False) -> None:
     """A flag per field of the dataclass `cls`, typed from its annotation, with its help and default."""
@@ -92,7 +104,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         if tp is bool and "type" not in cli:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
             continue
-        kw["type"] = cli.get("type", tp if tp in (int, float) else str)
+        kw["type"] = cli.get("type", {int: int, float: finite_float}.get(tp, str))
         if cli.get("append"):
             kw["action"] = "append"
         if "choices" not in cli:
@@ -114,12 +126,18 @@ def from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] | None =
 def load_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise GptkitError(f"{p}: config file not found")
-    text = p.read_text()
+        raise GptkitError(f"--config {p}: config file not found")
     try:
+        text = p.read_text(encoding="utf-8")
         if p.suffix == ".toml":
             import tomllib
-            return tomllib.loads(text)
-        return json.loads(text)
+            d = tomllib.loads(text)
+        else:
+            d = json.loads(text)
+    except RecursionError:
+        raise GptkitError(f"--config {p}: nested too deeply to be a config file") from None
     except Exception as e:
-        raise GptkitError(f"{p}: cannot parse ({e})") from None
+        raise GptkitError(f"--config {p}: cannot parse ({e})") from None
+    if not isinstance(d, dict):
+        raise GptkitError(f"--config {p}: expected an object of option names and values, got a {type(d).__name__}")
+    return d

@@ -15,14 +15,12 @@ from .args import option as _opt
 def cmd_generate(args: argparse.Namespace) -> int:
     import warnings
 
-    import torch
-
     from .. import load_model
-    from ..device import compute_dtype
+    from ..device import compute_dtype, resolve_device
     from ..generate import generate_text, stream
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     quantize = None if args.quantize == "none" else args.quantize
-    model = load_model(args.model, dtype=compute_dtype(args.dtype, torch.device(device)), device=device, quantize=quantize)
+    model = load_model(args.model, dtype=compute_dtype(args.dtype, device), device=str(device), quantize=quantize)
     tok = model.tokenizer
     if tok is None:
         raise GptkitError(model.tokenizer_error

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import os
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import GptkitError
+from ..errors import GptkitError, OptionError
 from .args import add_dataclass_args
 from .args import option as _opt
 
@@ -37,36 +41,71 @@ def clean_config(args: argparse.Namespace):
 def cmd_prepare(args: argparse.Namespace) -> int:
     from ..data import format_summary, prepare
     t0 = time.time()
-    if args.merge:
-        from ..data.merge import merge
-        meta = merge(args.inputs, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    else:
-        clean = clean_config(args)
-        vocab_size = args.vocab_size or (8192 if args.tokenizer == "bpe" else None)
-        meta = prepare(args.inputs, args.out, tokenizer=args.tokenizer, vocab_size=vocab_size,
-                       field=args.field, val_fraction=args.val_fraction, seed=args.seed,
-                       num_workers=args.workers, on_decode_error=args.on_decode_error,
-                       overwrite=args.overwrite, progress=not args.quiet, clean=clean, hf_split=args.hf_split,
-                       num_shards=args.num_shards, shard_index=args.shard_index)
+    if args.workers is not None and args.workers < 1:
+        raise OptionError("workers", f"must be >= 1 (default: all cores), got {args.workers}")
+    with warnings_as_lines():
+        if args.merge:
+            from ..data.merge import merge
+            meta = merge(args.inputs, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        else:
+            clean = clean_config(args)
+            vocab_size = 8192 if args.vocab_size is None and args.tokenizer == "bpe" else args.vocab_size
+            meta = prepare(args.inputs, args.out, tokenizer=args.tokenizer, vocab_size=vocab_size,
+                           field=args.field, val_fraction=args.val_fraction, seed=args.seed,
+                           num_workers=args.workers, on_decode_error=args.on_decode_error,
+                           overwrite=args.overwrite, progress=not args.quiet, clean=clean,
+                           hf_split=args.hf_split, num_shards=args.num_shards, shard_index=args.shard_index)
     print(format_summary(meta, time.time() - t0))
     return 0
 
 
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Python warnings raised inside, printed as `gptkit: warning: ...` lines on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                print(f"gptkit: warning: {w.message}", file=sys.stderr)
+
+
 def stdlib_data_dir(progress: bool = True) -> Path:
-    """Prepare (once, then reuse) the Python standard library corpus in the cache directory."""
+    """Prepare (once, then reuse) the Python standard library corpus in the cache directory (one
+    per Python version: the standard library changes between them)."""
     from ..data import stdlib_corpus_files
-    out = _cache_dir() / f"data/stdlib-{STDLIB_TOKENIZER}{STDLIB_VOCAB}"
+    version = "".join(map(str, sys.version_info[:2]))
+    out = _cache_dir() / f"data/stdlib-{STDLIB_TOKENIZER}{STDLIB_VOCAB}-py{version}"
     return _prepare_once(lambda: stdlib_corpus_files(max_bytes=STDLIB_MAX_BYTES), out,
                          STDLIB_TOKENIZER, STDLIB_VOCAB, progress, "the embedded corpus, Python's standard library")
 
 
 def corpus_data_dir(corpus: Path, tokenizer: str, vocab_size: int | None, progress: bool = True) -> Path:
-    """`train --data` given raw text (a file or a directory of them): prepare it once into the cache."""
-    import hashlib
+    """`train --data` given raw text (a file or a directory of them): prepare it once into the cache,
+    keyed on the content: every file's path, size and modification time (a changed file, one added
+    or removed, is prepared again), and the tokenizer's own files when it is a directory."""
     src = corpus.resolve()
-    key = hashlib.blake2b(f"{src}|{tokenizer}|{vocab_size}".encode(), digest_size=6).hexdigest()
+    key = _content_key([src], tokenizer, vocab_size)
     out = _cache_dir() / f"data/{src.name}-{Path(tokenizer).name}-{key}"
     return _prepare_once(lambda: [src], out, tokenizer, vocab_size, progress, str(src))
+
+
+def _content_key(sources: list[Path], tokenizer: str, vocab_size: int | None) -> str:
+    from ..data.corpus import _list_files
+    h = hashlib.blake2b(f"{tokenizer}|{vocab_size}".encode(), digest_size=8)
+    for src in _list_files(sources):
+        if src.kind == "hub":  # no file to look at: the name and split
+            h.update(f"|{src.path}|{src.split}".encode())
+            continue
+        path = Path(src.path)
+        st = path.stat()
+        h.update(f"|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    tok_dir = Path(tokenizer)
+    if tokenizer not in ("gpt2", "bytes", "bpe") and tok_dir.is_dir():
+        for name in sorted(p.name for p in tok_dir.iterdir() if p.is_file()):
+            h.update(name.encode() + (tok_dir / name).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _prepare_once(sources: Any, out: Path, tokenizer: str, vocab_size: int | None, progress: bool,
@@ -84,7 +123,8 @@ def _prepare_once(sources: Any, out: Path, tokenizer: str, vocab_size: int | Non
         return out
     print(f"Preparing {what} with the {tokenizer} tokenizer into {out}", file=sys.stderr)
     t0 = time.time()
-    meta = prepare(sources(), out, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
+    with warnings_as_lines():
+        meta = prepare(sources(), out, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
     print(format_summary(meta, time.time() - t0), file=sys.stderr)
     return out
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import OptionError
+from ..tokenizer import MIN_BPE_VOCAB
 from .args import add_dataclass_args, from_args, load_config_file
 from .args import option as _opt
 from .prepare import STDLIB_PROMPTS, STDLIB_TOKENIZER, STDLIB_VOCAB, corpus_data_dir, stdlib_data_dir
@@ -33,22 +35,39 @@ def _fresh_run_dir(default: Path) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..train import train
+    from ..train.resume import check_run_dir
     cfg = train_config_from_args(args)
+    if args.samples < 0:
+        raise OptionError("samples", f"must be >= 0 (0: none), got {args.samples}")
+    cfg.validate()  # every option, before any data is prepared
     embedded = cfg.data is None
+    raw = not embedded and Path(cfg.data).exists() and not (Path(cfg.data) / "meta.json").is_file()
+    vocab = STDLIB_VOCAB if args.vocab_size is None and args.tokenizer == "bpe" else args.vocab_size
+    if raw:
+        if args.tokenizer not in ("gpt2", "bytes", "bpe") and not Path(args.tokenizer).is_dir():
+            raise OptionError("tokenizer", f"{args.tokenizer!r} is unknown: use gpt2, bytes, bpe or a tokenizer "
+                              "directory (vocab.json + merges.txt)")
+        if args.tokenizer == "bpe" and (vocab is None or vocab < MIN_BPE_VOCAB):
+            raise OptionError("vocab_size", f"must be >= {MIN_BPE_VOCAB} for a BPE, got {vocab}")
+        from ..data.corpus import _list_files
+        if not _list_files([cfg.data]):
+            raise OptionError("data", f"{cfg.data} holds no text files (.txt, .md, .py, .jsonl, or .gz of those)")
+    if "out" in vars(args) or cfg.resume:
+        check_run_dir(Path(cfg.out), cfg.resume)
     if embedded:
         cfg.data = str(stdlib_data_dir(progress=cfg.progress))
-    elif Path(cfg.data).exists() and not (Path(cfg.data) / "meta.json").is_file():
-        vocab = args.vocab_size or (STDLIB_VOCAB if args.tokenizer == "bpe" else None)
+    elif raw:
         cfg.data = str(corpus_data_dir(Path(cfg.data), args.tokenizer, vocab, progress=cfg.progress))
     if "out" not in vars(args) and not cfg.resume and "RANK" not in os.environ:
         cfg.out = str(_fresh_run_dir(Path(cfg.out)))  # no --out: never collide with an earlier run
     result = train(cfg)
     if os.environ.get("RANK", "0") != "0":
         return 0
+    from ..train.guards import coverage
     v = result.val
     print(f"trained {result.step} steps ({result.stopped_by}), {result.tokens_per_s:,.0f} tokens/s; "
-          f"val loss {v.get('loss', float('nan')):.4f}, perplexity {v.get('perplexity', float('nan')):.2f}, "
-          f"bits/byte {v.get('bits_per_byte', float('nan')):.4f}")
+          f"val loss {v['loss']:.4f}, perplexity {v['perplexity']:.2f}, bits/byte {v['bits_per_byte']:.4f} "
+          f"({coverage(v)})")
     print(f"model saved in {result.out} (config.json + model.safetensors + tokenizer; loss curve loss.png)")
     if args.samples:
         _print_samples(result.out, STDLIB_PROMPTS if embedded else None, args.samples)

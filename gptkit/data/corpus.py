@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import GptkitError
+from ..errors import GptkitError, OptionError
+from ..tokenizer import MIN_BPE_VOCAB
 from . import formats
 
 DECODE_POLICIES = ("replace", "skip", "error")
@@ -169,6 +171,50 @@ def _utf8_ok(path: Path) -> bool:
     return True
 
 
+def _binary(path: Path) -> GptkitError:
+    return GptkitError(f"{path}: looks binary (a NUL byte in its first {SNIFF_BYTES // 1024} KiB), not UTF-8 text; "
+                       "name text files (UTF-16 text: convert it to UTF-8 first)")
+
+
+def text_size(path: Path) -> int:
+    """Bytes of the file once decompressed, a hint for progress: its size, or for .gz the size its
+    trailer records, for .zst the content size its (first) frame header records."""
+    size = path.stat().st_size
+    try:
+        if path.name.endswith(".gz") and size >= 18:
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                return max(int.from_bytes(f.read(4), "little"), size)  # mod 2**32
+        if path.name.endswith(".zst"):
+            import zstandard
+            with open(path, "rb") as f:
+                return max(zstandard.frame_content_size(f.read(18)), size)  # -1: not recorded
+    except (OSError, ImportError, ValueError, *formats.zstd_errors()):
+        pass
+    return size
+
+
+def text_bytes(src: Source) -> int:
+    """The bytes of text a source holds, as the progress bars count them (decompressed for .gz)."""
+    return text_size(Path(src.path)) if src.kind in ("text", "jsonl") else src.size
+
+
+def check_input_size(files: list[Source], tokenizer: Any, vocab_size: int | None) -> None:
+    """Refuse inputs with no bytes at all, and a BPE vocabulary the text cannot support (the Rust
+    trainer would abort). Only where the sizes are known: Hub datasets, Parquet and zstd inputs
+    are measured as they are read."""
+    if any(s.kind not in ("text", "jsonl") or str(s.path).endswith(".zst") for s in files):
+        return
+    total = sum(text_bytes(s) for s in files)
+    if total == 0:
+        what = str(files[0].path) if len(files) == 1 else f"all {len(files)} input files"
+        raise GptkitError(f"{what}: empty, no text to prepare")
+    if tokenizer == "bpe" and vocab_size - MIN_BPE_VOCAB + 1 > total // 2:
+        raise OptionError("vocab_size", f"{vocab_size:,} is more than {total:,} bytes of text can support "
+                          f"(each merge needs a pair seen twice: at most {MIN_BPE_VOCAB - 1 + total // 2:,}); "
+                          "use a smaller --vocab-size or more text")
+
+
 def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
     """One plain-text file as one document, in pieces: (text, source, is_last, disk_bytes)."""
     policy = stats.policy
@@ -177,7 +223,9 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
     with _open_bytes(path) as (f, raw):
         while True:
             block = f.read(BLOCK_BYTES)
-            if offset == 0 and walked and b"\0" in block[:SNIFF_BYTES]:
+            if offset == 0 and b"\0" in block[:SNIFF_BYTES]:
+                if not walked:
+                    raise _binary(path)
                 stats.binary_files += 1
                 return
             try:
@@ -186,7 +234,7 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
                 if policy == "skip":  # nothing was yielded yet: long documents are checked first
                     stats.skipped_documents += 1
                     return
-                raise GptkitError(f"{path}: invalid UTF-8 at byte {offset + e.start} (use on_decode_error 'replace' or 'skip')") from None
+                raise GptkitError(f"{path}: invalid UTF-8 at byte {offset + e.start} (use --on-decode-error replace or skip)") from None
             offset += len(block)
             if not block:
                 break
@@ -198,11 +246,11 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
                             stats.skipped_documents += 1
                             return
                         checked = True
-                    yield buf[:cut], str(path), False, raw.tell() - pos
-                    buf, pos, searched = buf[cut:], raw.tell(), len(buf) - cut
+                    yield buf[:cut], str(path), False, f.tell() - pos
+                    buf, pos, searched = buf[cut:], f.tell(), len(buf) - cut
         if _replacements[0] != replaced_before:
             stats.replaced_documents += 1
-        yield buf, str(path), True, raw.tell() - pos
+        yield buf, str(path), True, f.tell() - pos
 
 
 def _last_safe_cut(text: str, searched: int) -> int:
@@ -220,7 +268,9 @@ def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Ite
         pos = 0
         for lineno, line in enumerate(f, 1):
             where = f"{path}:{lineno}"
-            if lineno == 1 and walked and b"\0" in line[:SNIFF_BYTES]:
+            if lineno == 1 and b"\0" in line[:SNIFF_BYTES]:
+                if not walked:
+                    raise _binary(path)
                 stats.binary_files += 1
                 return
             if not line.strip():
@@ -230,7 +280,7 @@ def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Ite
                 line_text = line.decode("utf-8")
             except UnicodeDecodeError as e:
                 if policy == "error":
-                    raise GptkitError(f"{where}: invalid UTF-8 at byte {e.start} of the line (use on_decode_error 'replace' or 'skip')") from None
+                    raise GptkitError(f"{where}: invalid UTF-8 at byte {e.start} of the line (use --on-decode-error replace or skip)") from None
                 if policy == "skip":
                     stats.skipped_documents += 1
                     continue
@@ -239,6 +289,9 @@ def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Ite
                 obj = json.loads(line_text)
             except json.JSONDecodeError as e:
                 raise GptkitError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:
+                raise GptkitError(f"{where}: JSON nested too deeply to read (a record of text is an object "
+                                  "with a string field)") from None
             if not isinstance(obj, dict) or field not in obj:
                 raise GptkitError(f"{where}: no field {field!r} in this JSON line (choose the text field with --field)")
             text = obj[field]
@@ -246,14 +299,14 @@ def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Ite
                 raise GptkitError(f"{where}: field {field!r} is a {type(text).__name__}, not a string")
             if _LONE_SURROGATE.search(text):  # "\udc80" escapes: not encodable text
                 if policy == "error":
-                    raise GptkitError(f"{where}: field {field!r} holds a lone UTF-16 surrogate (use on_decode_error 'replace' or 'skip')")
+                    raise GptkitError(f"{where}: field {field!r} holds a lone UTF-16 surrogate (use --on-decode-error replace or skip)")
                 if policy == "skip":
                     stats.skipped_documents += 1
                     continue
                 text, replaced = _LONE_SURROGATE.sub("\ufffd", text), True
             stats.replaced_documents += replaced
-            yield text, where, True, raw.tell() - pos
-            pos = raw.tell()
+            yield text, where, True, f.tell() - pos
+            pos = f.tell()
 
 
 def _split_long(docs: Iterator[tuple[str, str, int]]) -> Iterator[tuple[str, str, bool, int]]:

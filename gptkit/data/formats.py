@@ -141,10 +141,14 @@ class _ZstdStream(io.RawIOBase):
     def __init__(self, raw, zstandard):
         self.raw, self.z = raw, zstandard
         self.d = zstandard.ZstdDecompressor().decompressobj()
-        self.buf, self.started = b"", False
+        self.buf, self.started, self.pos = b"", False, 0
 
     def readable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        """Decompressed bytes handed out so far (the progress bar counts text bytes)."""
+        return self.pos
 
     def readinto(self, b) -> int:
         while not self.buf:
@@ -161,6 +165,7 @@ class _ZstdStream(io.RawIOBase):
                 chunk = self.d.unused_data if self.d.eof else b""
         n = min(len(b), len(self.buf))
         b[:n], self.buf = self.buf[:n], self.buf[n:]
+        self.pos += n
         return n
 
 

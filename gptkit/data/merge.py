@@ -13,18 +13,21 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from ..errors import GptkitError
+from ..files import remove_stale
 from ..tokenizer import load_tokenizer
 from . import datacard
 from .clean import CleanStats, docs_dtype
 from .dedup import Deduper
-from .prepare import PART_FORMAT, SPLITS, _finish_splits, _move_into_place, _ShardWriter
-from .shards import FORMAT
+from .output import check_out_dir, move_into_place, split_warnings
+from .prepare import SPLITS, _finish_splits, _ShardWriter
+from .shards import FORMAT, PART_FORMAT
 
 # What must be equal in every part (a path into meta.json, what to call it in the error).
 _SAME = [
@@ -130,15 +133,13 @@ def merge(parts: list[str | os.PathLike], out_dir: str | os.PathLike, overwrite:
     """Combine part directories into `out_dir` (see the module doc); return its meta."""
     parts = [Path(p) for p in parts]
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GptkitError(f"output {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise GptkitError(f"output {out_dir} already exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    check_out_dir(out_dir, parts, overwrite)
     metas = check_parts(parts)
     m0 = metas[0][1]
     command = command if command is not None else datacard.command_line()
     dtype = np.dtype(m0["dtype"]).newbyteorder("<")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out_dir.parent, f".{out_dir.name}.tmp-", f".{out_dir.name}.old-")
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -197,13 +198,18 @@ def merge(parts: list[str | os.PathLike], out_dir: str | os.PathLike, overwrite:
         }
         if note:
             meta["val_note"] = note
+        meta["warnings"] = split_warnings(splits, m0["val_fraction"], documents)
         meta["sources"] = m0["sources"]
+        meta["tokenizer_sha256"] = tok.fingerprint
+        for message in meta["warnings"]:
+            warnings.warn(message, stacklevel=2)
         tok.save(tmp)
         card = datacard.build(meta, m0["part"]["inputs"], command, parts=len(metas))
         card["part_commands"] = [m["part"]["command"] for _, m in metas]
         datacard.write(tmp, card)
+        meta["written"] = sorted([p.name for p in tmp.iterdir()] + ["meta.json"])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out_dir)
+        move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

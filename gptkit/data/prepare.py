@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import numbers
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,15 +30,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import GptkitError
-from ..tokenizer import Tokenizer, load_tokenizer, train_bpe
+from ..errors import GptkitError, OptionError
+from ..files import remove_stale
+from ..tokenizer import MIN_BPE_VOCAB, Tokenizer, load_tokenizer, train_bpe
 from . import datacard
 from .clean import CleanConfig, CleanStats, DocState, clean_piece, docs_dtype
-from .corpus import ReadStats, Source, _as_list, _check_policy, _iter_pieces, _list_files
+from .corpus import ReadStats, Source, _as_list, _check_policy, _iter_pieces, _list_files, check_input_size, text_bytes
 from .dedup import Deduper
-from .shards import FORMAT
+from .output import check_out_dir, move_into_place, split_warnings
+from .shards import FORMAT, PART_FORMAT
 
-PART_FORMAT = "gptkit-part-v1"
+MAX_BPE_VOCAB = 1 << 20  # past a million ids a vocabulary is a mistake, and the trainer would run out of memory
 BATCH_CHARS = 2 << 20  # text per task sent to an encoding worker
 SPLITS = ("train", "val")
 
@@ -248,41 +252,46 @@ def prepare(
     inputs = _as_list(inputs)
     clean = CleanConfig() if clean is None else clean
     _check_policy(on_decode_error)
-    if not 0 <= val_fraction < 1:
-        raise GptkitError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not isinstance(val_fraction, numbers.Real) or not 0 <= val_fraction < 1:
+        raise OptionError("val_fraction", f"must be in [0, 1), got {val_fraction}")
     if not isinstance(shard_tokens, int) or shard_tokens < 1:
-        raise GptkitError(f"shard_tokens must be a positive integer, got {shard_tokens!r}")
-    if tokenizer == "bpe" and vocab_size is None:
-        raise GptkitError("tokenizer 'bpe' needs a vocab_size (e.g. --vocab-size 8192)")
-    if tokenizer != "bpe" and vocab_size is not None:
-        raise GptkitError(f"vocab_size applies only to tokenizer 'bpe'; {tokenizer} has a fixed vocabulary")
+        raise OptionError("shard_tokens", f"must be a positive integer, got {shard_tokens!r}")
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
+        raise OptionError("num_workers", f"must be an integer >= 1 (None: all cores), got {num_workers!r}")
+    if tokenizer == "bpe":
+        if vocab_size is None:
+            raise OptionError("vocab_size", "is needed with tokenizer bpe (e.g. --vocab-size 8192)")
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
+            raise OptionError("vocab_size", f"must be an integer from {MIN_BPE_VOCAB} (256 bytes + a merge + "
+                              f"<|endoftext|>) to {MAX_BPE_VOCAB:,}, got {vocab_size!r}")
+    elif vocab_size is not None:
+        raise OptionError("vocab_size", f"applies only to tokenizer bpe; {tokenizer} has a fixed vocabulary")
     if not isinstance(num_shards, int) or num_shards < 1:
-        raise GptkitError(f"--num-shards must be a positive integer, got {num_shards!r}")
+        raise OptionError("num_shards", f"must be a positive integer, got {num_shards!r}")
     if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
-        raise GptkitError(f"--shard-index must be in [0, {num_shards}), got {shard_index!r}")
+        raise OptionError("shard_index", f"must be in [0, {num_shards}), got {shard_index!r}")
     if num_shards > 1 and tokenizer == "bpe":
         raise GptkitError("--num-shards needs one tokenizer for all parts: train the BPE once (gptkit prepare ... "
                           "--tokenizer bpe) and pass its data directory as --tokenizer")
     num_workers = num_workers or os.cpu_count() or 1
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GptkitError(f"output {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise GptkitError(f"output {out_dir} already exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    check_out_dir(out_dir, inputs, overwrite)
     files = _list_files(inputs, exclude=out_dir, hf_split=hf_split)
     if not files:
         raise GptkitError(f"no readable files in {', '.join(map(str, inputs))}")
+    check_input_size(files, tokenizer, vocab_size)
     lo, hi = shard_range(files, num_shards, shard_index) if num_shards > 1 else (0, len(files))
     part = {"index": shard_index, "count": num_shards, "sources": [lo, hi]} if num_shards > 1 else None
     command = command if command is not None else datacard.command_line()
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out_dir.parent, f".{out_dir.name}.tmp-", f".{out_dir.name}.old-")
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         mine = files[lo:hi]
-        total_disk = sum(s.size for s in mine)
+        total_disk = sum(text_bytes(s) for s in mine)
         if isinstance(tokenizer, Tokenizer):
             tok = tokenizer
         elif tokenizer == "bpe":
@@ -292,6 +301,9 @@ def prepare(
         meta = _encode_corpus(mine, lo, tmp, tok, field, val_fraction, seed, shard_tokens, num_workers, on_decode_error,
                               total_disk, progress, clean, part)
         meta["sources"] = [str(Path(p).resolve()) if not str(p).startswith("hf:") else str(p) for p in inputs]
+        meta["tokenizer_sha256"] = tok.fingerprint
+        for message in meta.get("warnings", []):
+            warnings.warn(message, stacklevel=2)
         tok.save(tmp)
         if part is not None:
             meta["part"] |= {"sources_fingerprint": sources_fingerprint(files), "num_sources": len(files),
@@ -299,8 +311,9 @@ def prepare(
                              "on_decode_error": on_decode_error}
         else:
             datacard.write(tmp, datacard.build(meta, inputs_summary(files), command))
+        meta["written"] = sorted([p.name for p in tmp.iterdir()] + ["meta.json"])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out_dir)
+        move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -309,7 +322,8 @@ def prepare(
 
 def _train_on(files, field, on_decode_error, vocab_size, total_disk, progress) -> Tokenizer:
     stats = ReadStats(policy=on_decode_error)
-    bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="train bpe", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="train bpe", disable=not progress, file=sys.stderr,
+               leave=False)
     seen = 0
 
     def texts() -> Iterator[str]:
@@ -338,7 +352,8 @@ def _encode_corpus(files, first_index, tmp, tok, field, val_fraction, seed, shar
     last_train_start = 0
     doc: DocState | None = None
     batches = _batches(_indexed_pieces(files, first_index, field, stats), seed, val_fraction)
-    bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="tokenize", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="tokenize", disable=not progress, file=sys.stderr,
+               leave=False)
     with bar, _encoder_map(tok, dtype, num_workers, clean if clean.active else None) as encode:
         for results in encode(batches):
             for ids, nbytes, info, split, first, last, disk in results:
@@ -347,7 +362,7 @@ def _encode_corpus(files, first_index, tmp, tok, field, val_fraction, seed, shar
                     doc = DocState(split, w.total)
                 doc.add(info, nbytes)
                 w.write(ids)
-                bar.update(disk)
+                bar.update(disk)  # input bytes (decompressed), as the bar's total counts them
                 if not last:
                     continue
                 if cstats.pre_dedup(doc, clean) or (deduper and cstats.dedup(deduper, doc.digest, doc.sig, split, doc.bytes)):
@@ -396,12 +411,20 @@ def _encode_corpus(files, first_index, tmp, tok, field, val_fraction, seed, shar
     if part is not None:
         meta["part"] = dict(part)
         meta["part"]["last_train_start"] = last_train_start
+    else:
+        meta["warnings"] = split_warnings(splits, val_fraction, documents)
     return meta
 
 
 def _finish_splits(writers: dict, splits: dict, last_train_start: int, documents: int, val_fraction: float, tok: Tokenizer) -> str | None:
     """Make sure val is not empty (see `prepare`), then record token counts and shards."""
     note = None
+    if val_fraction > 0 and documents == 1 and splits["train"]["documents"] == 0:
+        # the one document drew val: it goes to train, and val takes its last val_fraction below
+        moved = _move_tail(writers["val"], writers["train"], 0, tok)
+        splits["train"]["documents"], splits["val"]["documents"] = 1, 0
+        splits["train"]["bytes"] += moved
+        splits["val"]["bytes"] -= moved
     if val_fraction > 0 and splits["val"]["documents"] == 0:
         if documents >= 2:  # no document drew val: move the last one there
             moved = _move_tail(writers["train"], writers["val"], last_train_start, tok)
@@ -447,53 +470,12 @@ class _DocTable:
         self.file.close()
 
 
-def _move_tail(train: _ShardWriter, val: _ShardWriter, start: int, tok: Tokenizer) -> int:
-    """Move train's tokens from `start` on to val; return the text bytes they stand for."""
+def _move_tail(src: _ShardWriter, dst: _ShardWriter, start: int, tok: Tokenizer) -> int:
+    """Move src's tokens from `start` on to dst; return the text bytes they stand for."""
     lengths = np.array([len(t) for t in sorted(tok.ranks, key=tok.ranks.__getitem__)] + [0], dtype=np.int64)
     nbytes = 0
-    for ids in train.pop_tail(start):
-        val.write(ids)
+    for ids in src.pop_tail(start):
+        dst.write(ids)
         nbytes += int(lengths[ids].sum())
-    val.close()
+    dst.close()
     return nbytes
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    os.replace(out_dir, old)  # keep the previous data until the new one is in place
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old)
-
-
-def format_summary(meta: dict, seconds: float) -> str:
-    """One line for the CLI: documents, bytes, tokens, bytes/token and throughput."""
-    train, val = meta["splits"]["train"], meta["splits"]["val"]
-    nbytes, tokens = train["bytes"] + val["bytes"], train["tokens"] + val["tokens"]
-    return (
-        f"{meta['documents']:,} documents ({train['documents']:,} train / {val['documents']:,} val), "
-        f"{nbytes / 1e6:,.1f} MB -> {tokens:,} tokens ({train['tokens']:,} train / {val['tokens']:,} val), "
-        f"{nbytes / max(tokens, 1):.2f} bytes/token, {seconds:.1f} s at {nbytes / 1e6 / max(seconds, 1e-9):.1f} MB/s"
-        + _cleaning_summary(meta)
-    )
-
-
-def _cleaning_summary(meta: dict) -> str:
-    c = (meta.get("cleaning") or {}).get("stats")
-    if not c:
-        return ""
-    removed = c["removed"]
-    parts = []
-    if meta["cleaning"]["config"]["dedup"]:
-        parts.append(f"{removed['exact_duplicate']['documents']:,} exact + {removed['near_duplicate']['documents']:,} near "
-                     "duplicates removed")
-    if meta["cleaning"]["config"]["pii"] != "keep":
-        found = sum(c["pii_found"].values())
-        verb = "redacted" if meta["cleaning"]["config"]["pii"] == "redact" else f"found ({removed['pii']['documents']:,} documents dropped)"
-        parts.append(f"{found:,} PII findings {verb}")
-    filtered = sum(removed[k]["documents"] for k in ("min_chars", "max_non_text", "language"))
-    if filtered:
-        parts.append(f"{filtered:,} documents filtered")
-    return "; " + ", ".join(parts) if parts else ""

@@ -13,6 +13,7 @@ import torch
 from ..errors import GptkitError
 
 FORMAT = "gptkit-shards-v1"
+PART_FORMAT = "gptkit-part-v1"  # one part of a multi-machine prepare (merge.py)
 
 # -- reading shards ------------------------------------------------------------------------
 
@@ -23,7 +24,7 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise GptkitError(f"{path} is missing: is {data_dir} a data directory made by `gptkit prepare`?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise GptkitError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise GptkitError(f"{path}: not a {FORMAT} meta file")

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..errors import GptkitError
+from ..errors import GptkitError, OptionError
 from .config import GenerationConfig
 from .processors import Processors
 from .text import StopStrings
@@ -26,7 +26,12 @@ def resolve_eos(model: Any, eos_token_id: int | Sequence[int] | None, tokenizer:
         return []
     if isinstance(eos_token_id, torch.Tensor):
         eos_token_id = eos_token_id.tolist()
-    return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
+    ids = [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
+    vocab = model.config.vocab_size
+    for e in ids:
+        if not 0 <= e < vocab:
+            raise OptionError("eos_token_id", f"{e} is not a token id of this model (0..{vocab - 1})")
+    return ids
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ is read with torch.load(weights_only=True).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -27,9 +28,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from ..device import resolve_device
 from ..errors import GptkitError
 from ..files import atomic_path, write_json
-from ..model import GPT
+from ..model import GPT, GPTConfig
 from ..tokenizer import load_hf_tokenizer
 from . import llama
 from .gpt2 import (
@@ -87,7 +89,15 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
     `device` as it arrives: the weights are never held twice, nor ever all on the CPU when
     `device` is a GPU. Its tokenizer, where the directory has one (vocab.json + merges.txt, or
     tokenizer.json), is attached as `model.tokenizer` (else None).
+
+    The weights are ordinary tensors even when this is called under torch.inference_mode() (as
+    servers do): the model then works under inference_mode, no_grad or neither, in any order.
     """
+    with torch.inference_mode(False):
+        return _load_model(name_or_path, dtype, device)
+
+
+def _load_model(name_or_path: str | os.PathLike, dtype: Any, device: str | torch.device) -> GPT:
     target = resolve_dtype(dtype)
     directory = resolve_model_dir(name_or_path)
     d = read_config_dict(directory)
@@ -99,7 +109,7 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
         target = torch.float32
     elif target == "auto":
         target = _declared_dtype(d)  # None: the first floating tensor's dtype decides
-    device = torch.device(device)
+    device = resolve_device(device)
     if is_llama:  # a Llama / Qwen3 directory: the rotary, RMSNorm, gated-MLP GPT (hf/llama.py)
         with torch.device("meta"):
             model = GPT(config)
@@ -116,6 +126,11 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
         if ours is None:
             continue
         if ours not in expected:
+            if not config.bias and ours.endswith(".bias"):  # a bias-free model saved as GPT-2: zeros
+                if e.load().count_nonzero():
+                    raise GptkitError(f"{e.source}: tensor {e.name} is not zero, but {CONFIG_FILE} says the "
+                                      "model has no biases (gptkit.bias false)")
+                continue
             raise GptkitError(f"{e.source}: unexpected tensor {e.name} (not part of a GPT-2 model)")
         conv = ours.endswith(_CONV1D_SUFFIXES)
         want = expected[ours][::-1] if conv else expected[ours]
@@ -166,6 +181,14 @@ def read_state_dict(directory: str | os.PathLike) -> tuple[dict[str, torch.Tenso
     return from_hf_state_dict(sd, source), source
 
 
+def read_config(directory: str | os.PathLike) -> GPTConfig:
+    """The GPTConfig of a model directory (either layout), without reading its weights."""
+    directory = Path(directory)
+    d = read_config_dict(directory)
+    is_llama = isinstance(d, dict) and d.get("model_type") in llama.ARCHITECTURES
+    return (llama.config_from_hf if is_llama else config_from_hf)(d, str(directory / CONFIG_FILE))
+
+
 # ---------------------------------------------------------------------------- tokenizer
 
 def _maybe_tokenizer(directory: Path, vocab_size: int | None = None) -> tuple[Any, str | None]:
@@ -188,25 +211,50 @@ def _maybe_tokenizer(directory: Path, vocab_size: int | None = None) -> tuple[An
 
 # ---------------------------------------------------------------------------- save
 
-def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
-    """Write config.json + model.safetensors (+ tokenizer files) into `directory`, atomically.
+def check_savable(model: GPT) -> str:
+    """The transformers layout save_model will write the model in ("gpt2", "llama" or "qwen3"), or
+    a GptkitError saying why it cannot: the trainer calls it before its first step, so that no run
+    trains for hours and then fails to save."""
+    if any(p.is_meta for p in model.parameters()):
+        raise GptkitError("the model has parameters on the meta device (not loaded); nothing to save")
+    layout = llama.layout_for(model.config)  # refuses what no transformers layout can express
+    if layout == "gpt2":
+        _gpt2_state_dict(model)
+    return layout
 
-    The result is a Hugging Face GPT-2 directory, or a Llama / Qwen3 one for a model with
-    rotary embeddings, RMSNorm and a gated MLP (hf/llama.py); what no transformers layout can
-    express is refused here (and by the trainer before its first step), never silently dropped.
-    """
-    if llama.layout_for(model.config) != "gpt2":
-        return llama.save_model(model, directory, tokenizer)
-    if not model.config.bias:
-        raise GptkitError("a model with bias=False has no GPT-2 equivalent; it cannot be saved in the "
-                          "Hugging Face GPT-2 layout")
+
+def _gpt2_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """GPT-2's tensors for the model (no copy), checked. A bias-free model is GPT-2 with biases of
+    zero: they are written as zeros, so transformers loads it and computes the same logits;
+    gptkit reads them back into a bias-free model."""
     if model.lm_head.weight is not model.transformer.wte.weight:
         raise GptkitError("the model's output layer is not tied to its token embedding; GPT-2's layout "
                           "cannot express that")
-    if any(p.is_meta for p in model.parameters()):
-        raise GptkitError("the model has parameters on the meta device (not loaded); nothing to save")
     sd = to_hf_state_dict(model)
-    _check_exportable(model.config, sd)
+    config = model.config
+    if not config.bias:
+        with torch.device("meta"):
+            full = to_hf_state_dict(GPT(dataclasses.replace(config, bias=True)))
+        some = next(iter(sd.values()))
+        for name, t in full.items():
+            if name not in sd and name.endswith(".bias"):
+                sd[name] = torch.zeros(t.shape, dtype=some.dtype, device=some.device)
+        config = dataclasses.replace(config, bias=True)
+    _check_exportable(config, sd)
+    return sd
+
+
+def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer files) into `directory`, atomically.
+
+    The result is a Hugging Face GPT-2 directory (a bias-free model with zero biases), or a Llama /
+    Qwen3 one for a model with rotary embeddings, RMSNorm and a gated MLP (hf/llama.py); what no
+    transformers layout can express is refused here (and by the trainer before its first step),
+    never silently dropped.
+    """
+    if check_savable(model) != "gpt2":
+        return llama.save_model(model, directory, tokenizer)
+    sd = _gpt2_state_dict(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sd = {k: v.cpu() for k, v in sd.items()}

@@ -159,6 +159,11 @@ def load_state_into(model: GPT, sd: dict[str, torch.Tensor], source: str, assign
     """Check names and shapes, then load; assign=True adopts the tensors (no copy, meta models)."""
     tied = model.config.tie_word_embeddings
     expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" or not tied}
+    if not model.config.bias:  # a bias-free model is saved as GPT-2 with zero biases
+        for k in [k for k in sd if k not in expected and k.endswith(".bias")]:
+            if sd[k].count_nonzero():
+                raise GptkitError(f"{source}: tensor {k} is not zero, but the model has no biases")
+            del sd[k]
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
     if missing:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import struct
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ def read_config_dict(directory: Path) -> dict[str, Any]:
                           "model.safetensors)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise GptkitError(f"{path}: not valid JSON ({e})") from None
 
 
@@ -61,7 +63,7 @@ class SafetensorsReader:
                                   f"file of {size})")
             try:
                 header = json.loads(f.read(n))
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 raise GptkitError(f"{self.path}: not a safetensors file (unreadable header)") from None
         if not isinstance(header, dict):
             raise GptkitError(f"{self.path}: not a safetensors file (header is not a JSON object)")
@@ -191,7 +193,7 @@ def _read_index(path: Path) -> dict[str, str]:
         if not isinstance(d, dict) or not all(isinstance(v, str) for v in d.values()):
             raise TypeError
         return d
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, RecursionError):
         raise GptkitError(f"{path}: not a valid weight index (needs a 'weight_map' of tensor -> file)") from None
 
 
@@ -220,10 +222,15 @@ def iter_tensors(files: list[Path]) -> Iterator[TensorEntry]:
 
 def _torch_load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # weights_only refuses pickled code; corrupt zips fail too
+        with warnings.catch_warnings():  # torch's own warnings would add lines to the one error line
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain containers
+        raise GptkitError(f"{path}: refused: it holds pickled objects that could run code, which "
+                          "torch.load(weights_only=True) will not load; use safetensors weights") from None
+    except Exception as e:  # a corrupt or truncated zip
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise GptkitError(f"{path}: refused or unreadable: torch.load(weights_only=True) failed "
+        raise GptkitError(f"{path}: unreadable: torch.load(weights_only=True) failed "
                           f"({type(e).__name__}: {msg[:200]})") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]

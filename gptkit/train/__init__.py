@@ -1,7 +1,9 @@
 """Training: `train(TrainConfig(...)) -> TrainResult`.
 
 config.py (TrainConfig, every option with its help), schedule.py (learning rates), optim.py
-(optimizers), loop.py (the training loop), speed.py (FLOPs per token, MFU).
+(optimizers), loop.py (the training loop), resume.py (the run directory and --resume checked
+before any work), guards.py (Ctrl-C, divergence, eval coverage), report.py (banner, progress,
+logged rows), speed.py (FLOPs per token, MFU).
 """
 from __future__ import annotations
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..errors import GptkitError
+from ..errors import GptkitError, OptionError
 from ..model import PRESETS
 
 
@@ -86,50 +88,57 @@ class TrainConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def validate(self) -> None:
-        checks = [
-            (self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
-            (self.max_iters >= 1, f"max_iters must be >= 1, got {self.max_iters}"),
-            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}"),
-            (self.eval_interval >= 1, f"eval_interval must be >= 1, got {self.eval_interval}"),
-            (self.eval_iters >= 1, f"eval_iters must be >= 1, got {self.eval_iters}"),
-            (self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
-            (self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be > 0, got {self.max_minutes}"),
-            (self.dtype in ("auto", "bfloat16", "float16", "float32"), f"unknown dtype {self.dtype!r}"),
-            (self.strategy in ("auto", "single", "ddp", "fsdp"), f"unknown strategy {self.strategy!r}"),
-            (self.dist_timeout > 0, f"dist_timeout must be > 0, got {self.dist_timeout}"),
-            (self.init_from is not None or self.preset in PRESETS or self.preset in RECIPES,
-             f"unknown preset {self.preset!r} (choose from {', '.join([*PRESETS, *RECIPES])})"),
-        ]
-        checks += [(getattr(self, name) in choices, (f"unknown --{name.replace('_', '-')} {getattr(self, name)!r} "
-                    f"(choose from {', '.join(choices)})"))
-                   for name, choices in ((f.name, f.metadata["choices"]) for f in fields(self)
-                                         if "choices" in f.metadata)]
-        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
-        checks += [
-            (finite(self.rope_theta) and self.rope_theta > 0, f"rope_theta must be a finite number > 0, got {self.rope_theta}"),
-            (self.logit_softcap is None or (finite(self.logit_softcap) and self.logit_softcap > 0),
-             f"logit_softcap must be a finite number > 0, got {self.logit_softcap}"),
-            (finite(self.cooldown) and 0 < self.cooldown <= 1, f"cooldown must be in (0, 1], got {self.cooldown}"),
-            (self.muon_lr is None or (finite(self.muon_lr) and self.muon_lr > 0),
-             f"muon_lr must be a finite number > 0, got {self.muon_lr}"),
-            (self.muon_lr is None or self.optimizer == "muon", "--muon-lr is given but --optimizer is not muon"),
-            (not (self.optimizer == "muon" and self.strategy == "fsdp"),
-             "--optimizer muon does not run under --strategy fsdp (Muon needs whole matrices; use ddp)"),
-            (self.lr is None or finite(self.lr), f"lr must be a finite number, got {self.lr}"),
-            (self.min_lr is None or (finite(self.min_lr) and self.min_lr >= 0),
-             f"min_lr must be a finite number >= 0, got {self.min_lr}"),
-            (self.max_minutes is None or finite(self.max_minutes), f"max_minutes must be finite, got {self.max_minutes}"),
-        ]
+        """Every option checked before any work starts: a bad one is an OptionError naming it."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+
+        def need(ok: bool, option: str, msg: str) -> None:
+            if not ok:
+                raise OptionError(option, msg)
+        for name in ("block_size", "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
+                     "log_interval"):
+            need(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("n_layer", "n_head", "n_embd", "n_positions", "lr_decay_iters"):
+            v = getattr(self, name)
+            need(v is None or v >= 1, name, f"must be >= 1, got {v}")
+        need(self.lr is None or self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        need(self.min_lr is None or self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
+        need(self.warmup_iters >= 0, "warmup_iters", f"must be >= 0, got {self.warmup_iters}")
+        need(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        need(0 <= self.beta1 < 1, "beta1", f"must be in [0, 1), got {self.beta1}")
+        need(0 <= self.beta2 < 1, "beta2", f"must be in [0, 1), got {self.beta2}")
+        need(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: off), got {self.grad_clip}")
+        need(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        need(self.max_minutes is None or self.max_minutes > 0, "max_minutes", f"must be > 0, got {self.max_minutes}")
+        need(self.dtype in DTYPE_CHOICES, "dtype", f"{self.dtype!r} is not one of {', '.join(DTYPE_CHOICES)}")
+        need(self.strategy in STRATEGIES, "strategy", f"{self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        need(self.dist_timeout > 0, "dist_timeout", f"must be > 0 seconds, got {self.dist_timeout}")
+        need(self.init_from is not None or self.preset in PRESETS or self.preset in RECIPES, "preset",
+             f"{self.preset!r}: unknown preset (choose from {', '.join([*PRESETS, *RECIPES])})")
+        for f in fields(self):
+            v, choices = getattr(self, f.name), f.metadata.get("choices", (getattr(self, f.name),))
+            if v not in choices:
+                raise GptkitError(f"unknown --{f.name.replace('_', '-')} {v!r} (choose from {', '.join(choices)})")
+        need(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
+        need(self.logit_softcap is None or self.logit_softcap > 0, "logit_softcap",
+             f"must be > 0, got {self.logit_softcap}")
+        need(0 < self.cooldown <= 1, "cooldown", f"must be in (0, 1], got {self.cooldown}")
+        need(self.muon_lr is None or self.muon_lr > 0, "muon_lr", f"must be > 0, got {self.muon_lr}")
+        need(self.muon_lr is None or self.optimizer == "muon", "muon_lr", "is given but --optimizer is not muon")
+        need(not (self.optimizer == "muon" and self.strategy == "fsdp"), "optimizer",
+             "muon does not run under --strategy fsdp (Muon needs whole matrices; use ddp)")
         if self.init_from is not None:
             changed = [n for n in MODEL_OPTIONS if getattr(self, n) != _default(n)]
-            checks.append((not changed, (f"--{changed[0].replace('_', '-') if changed else ''} changes the architecture, "
-                                        "which --init-from takes from the model it loads")))
-        for ok, msg in checks:
-            if not ok:
-                raise GptkitError(msg)
+            need(not changed, changed[0] if changed else "init_from",
+                 "changes the architecture, which --init-from takes from the model it loads")
+        else:
+            shape = {**PRESETS.get(self.preset, {}), **RECIPES.get(self.preset, {})}
+            n_embd, n_head = self.n_embd or shape["n_embd"], self.n_head or shape["n_head"]
+            need(n_embd % n_head == 0, "n_head" if self.n_head else "n_embd",
+                 f"{self.n_head or self.n_embd}: n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        from ..device import resolve_device
+        resolve_device(self.device)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -180,3 +189,33 @@ RECIPES: dict[str, dict[str, Any]] = {
                    schedule="wsd", cooldown=0.4, warmup_iters=100, max_minutes=60.0, max_iters=1_000_000_000,
                    eval_interval=500, eval_iters=20),
 }
+
+
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+STRATEGIES = ("auto", "single", "ddp", "fsdp")
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    """A value of the declared type (from a config file, or the API): ints for int options, real
+    finite numbers for float options, True/False for switches."""
+    allowed = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    if value is None:
+        if type(None) not in allowed:
+            raise OptionError(name, "must be given (got None)")
+        return
+    if bool in allowed:
+        ok = isinstance(value, bool)
+    elif int in allowed:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif float in allowed:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise OptionError(name, f"must be a finite number, got {value}")
+    elif str in allowed:
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        want = next(t.__name__ for t in allowed if t is not type(None))
+        raise OptionError(name, f"must be {'an' if want == 'int' else 'a'} {want}, got {value!r}")

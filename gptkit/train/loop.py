@@ -25,18 +25,21 @@ from ..data.batches import rank_batch, step_seed
 from ..data.datacard import copy as copy_datacard
 from ..device import autocast, autocast_dtype
 from ..distributed import Runtime, setup_runtime
-from ..errors import GptkitError
+from ..errors import GptkitError, OptionError
 from ..evaluate import evaluate
 from ..files import write_json
-from ..hf import load_model, read_state_dict
+from ..hf import check_savable, load_model, read_state_dict
 from ..hf.gpt2 import load_state_into
 from ..model import GPT, PRESETS, GPTConfig, preset_config
 from ..rundir import RunFiles, load_train_state, plot_losses, read_metrics, write_metrics
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
+from .guards import TrainingInterrupted, coverage, diverged, interrupts
 from .optim import make_optimizer, set_lr
+from .report import Log, banner
+from .resume import check_resume, check_run_dir, check_same_model, clean_run_temps, data_digest, run_config
 from .schedule import Schedule, extend, schedule_for, with_default_lr
-from .speed import flops_per_token, measured_step_seconds, peak_flops
+from .speed import measured_step_seconds
 
 # ---------------------------------------------------------------------------- the run
 
@@ -122,16 +125,20 @@ def _clock() -> float:
 
 def check_block_size(cfg: TrainConfig, n_ctx: int) -> None:
     if cfg.block_size > n_ctx:
-        raise GptkitError(f"block_size {cfg.block_size} is larger than the model's context "
+        raise OptionError("block_size", f"{cfg.block_size} is larger than the model's context "
                           f"(n_positions = {n_ctx}); lower --block-size or raise --n-positions")
 
 
 def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None) -> TrainResult:
-    data_dir, tokenizer, train_data, val_data = _open_data(cfg, hooks)
     files = RunFiles(cfg.out)
+    check_run_dir(files.root, cfg.resume)
+    data_dir, tokenizer, train_data, val_data, state = _open_data(cfg, files, rt, hooks)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tokenizer)
     check_block_size(cfg, model.config.n_positions)  # --init-from: known only once loaded
+    if state is not None and cfg.init_from:
+        check_same_model(files, model.config, cfg, run_config(state))
+    check_savable(model)  # whatever would fail at the first checkpoint fails now, before step 1
     if hooks is not None:
         hooks.prepare_model(model)
     amp, why = _precision(model, train_data, cfg, rt, files)
@@ -139,7 +146,8 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None
     runner = _wrap(model, cfg, rt, amp)  # before the optimizer: FSDP replaces the parameters by shards
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                rt.device, cfg.muon_lr)
-    state = _restore(files, model, optimizer, cfg, rt, hooks) if cfg.resume else None
+    if state is not None:
+        _restore(files, model, optimizer, cfg, rt, state, hooks)
     start, rows, elapsed0, step_s = 0, [], 0.0, 0.0
     schedule = schedule_for(cfg)
     if state is not None:
@@ -148,72 +156,95 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None
         rows = read_metrics(files.metrics, up_to_step=start)
         elapsed0, step_s = float(state.get("elapsed_s", 0.0)), float(state.get("step_s", 0.0))
         schedule, how = extend(_old_schedule(state, cfg), schedule, start, elapsed0, cfg.extend)
-        _say(rt, f"resumed from step {start} ({elapsed0 / 60:.1f} minutes trained): {how}")
-    elif files.last.exists() or files.last.is_symlink():
-        raise GptkitError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
+        distr.say(rt, f"resumed from step {start} ({elapsed0 / 60:.1f} minutes trained): {how}")
     if rt.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
+        clean_run_temps(files.root)
         write_json(files.root / "train_config.json", asdict(cfg))
         copy_datacard(data_dir, files.root)  # the model says what it was trained on
         if cfg.progress:
             print(banner(model, cfg, rt, why, train_data, val_data, start), file=sys.stderr, flush=True)
-    log = _Log(cfg, rt, model, start, files)
+    log = Log(cfg, rt, model, start, files)
     t0, stopped_by, val, done = _clock(), "max_iters", {}, start
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
-    if elapsed0 >= budget_s:
-        _say(rt, f"the run has already trained {elapsed0 / 60:.1f} minutes, its whole --max-minutes budget: "
-                 "nothing to do (raise --max-minutes to train on)")
     model.train()
-    for it in range(start, cfg.max_iters if elapsed0 < budget_s else start):
-        step_start = _clock()
-        # the lr of a step is the schedule's at the step's expected end (the last step's duration
-        # ahead), so that the last step inside a time budget runs at the bottom of the decay
-        lr = schedule.lr_at(it, elapsed0 + (step_start - t0) + step_s)
-        set_lr(optimizer, lr, schedule.lr)
-        loss = _train_step(runner, model, optimizer, train_data, cfg, rt, it, amp)
-        step_s, done = _clock() - step_start, it + 1
-        step = it + 1
-        elapsed = elapsed0 + (_clock() - t0)
-        log.step(step, loss, lr, rows, elapsed)
-        # every rank must agree, or one would stop while the others wait in a collective
-        out_of_time = cfg.max_minutes is not None and distr.any_rank(elapsed >= budget_s, rt)
-        if out_of_time:
-            stopped_by = "max_minutes"
-        if step % cfg.eval_interval == 0 or step == cfg.max_iters or out_of_time:
-            extra = {"schedule": schedule.state(), "elapsed_s": elapsed, "step_s": step_s}
-            val = _eval_and_checkpoint(files, model, optimizer, tokenizer, val_data, cfg, rt, step, rows, data_dir,
-                                       amp, log, extra, hooks)
-            if on_eval is not None and on_eval(step, val, schedule.progress(step, elapsed)):
-                stopped_by = "on_eval"
-                break
-            if hooks is not None and hooks.stop:
-                stopped_by = "early_stopping"
-                break
-        if out_of_time:
-            break
-    log.close()
+    with interrupts(rt) as interrupted:
+        try:
+            for it in range(start, cfg.max_iters):
+                step_start = _clock()
+                # the lr of a step is the schedule's at the step's expected end (the last step's duration
+                # ahead), so that the last step inside a time budget runs at the bottom of the decay
+                lr = schedule.lr_at(it, elapsed0 + (step_start - t0) + step_s)
+                set_lr(optimizer, lr, schedule.lr)
+                loss = _train_step(runner, model, optimizer, train_data, cfg, rt, it, amp)
+                step_s, done = _clock() - step_start, it + 1
+                step = it + 1
+                elapsed = elapsed0 + (_clock() - t0)
+                value = log.step(step, loss, lr, rows, elapsed)
+                if value is not None and not math.isfinite(value):
+                    diverged(files, f"the training loss became {value} at step {step} (lr {lr:.3g})")
+                # every rank must agree, or one would stop while the others wait in a collective
+                out_of_time = cfg.max_minutes is not None and distr.any_rank(elapsed >= budget_s, rt)
+                if out_of_time:
+                    stopped_by = "max_minutes"
+                extra = {"schedule": schedule.state(), "elapsed_s": elapsed, "step_s": step_s}
+                final = step == cfg.max_iters or out_of_time
+                if step % cfg.eval_interval == 0 or final:
+                    val = _eval_and_checkpoint(files, model, optimizer, tokenizer, val_data, cfg, rt, step, rows,
+                                               data_dir, amp, log, extra, hooks, final, lr)
+                    if on_eval is not None and on_eval(step, val, schedule.progress(step, elapsed)):
+                        stopped_by = "on_eval"
+                        break
+                    if hooks is not None and hooks.stop:
+                        stopped_by = "early_stopping"
+                        break
+                elif interrupted[0]:
+                    _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir, extra, hooks)
+                if interrupted[0]:
+                    raise TrainingInterrupted(f"interrupted at step {step}: checkpoint saved in {files.root} "
+                                              "(continue with --resume)")
+                if out_of_time:
+                    break
+        finally:
+            log.close()
     tps = (done - start) * log.tokens_per_step / max(_clock() - t0, 1e-9)
     return TrainResult(files.root, done, val, tps, stopped_by)
 
 
-def _open_data(cfg: TrainConfig, hooks: Any = None) -> tuple[Path, Tokenizer, TokenShards, TokenShards]:
-    """The data directory's tokenizer and splits; cheap checks (the model's shape) come first."""
+def _open_data(cfg: TrainConfig, files: RunFiles, rt: Runtime,
+               hooks: Any = None) -> tuple[Path, Tokenizer, Any, Any, dict[str, Any] | None]:
+    """The data directory's tokenizer and splits, and the checkpoint's training state on --resume
+    (checked against them); cheap checks (the model's shape, the flags against the run) come first."""
     if cfg.data is None:
         raise GptkitError("no --data given (the CLI prepares the embedded corpus; the API needs a data dir)")
     data_dir = Path(cfg.data)
+    planned = None
     if hooks is not None:  # task examples, tokenized by the hooks with the --init-from model's tokenizer
-        return data_dir, hooks.tokenizer, hooks.data("train"), hooks.data("val")
-    tokenizer = Tokenizer.load(data_dir)
-    if not cfg.init_from:  # check the shape before touching the data: cheap errors first
-        planned = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id)
-        check_block_size(cfg, planned.n_positions)
-        check_saveable(planned)  # a model no transformers layout holds: refused now, not at its first save
+        tokenizer = hooks.tokenizer
+    else:
+        tokenizer = Tokenizer.load(data_dir)
+        if not cfg.init_from:  # check the shape before touching the data: cheap errors first
+            planned = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id)
+            check_block_size(cfg, planned.n_positions)
+            check_saveable(planned)  # a model no transformers layout holds: refused now, not at its first save
+    state = load_train_state(files.last) if cfg.resume else None
+    if state is not None:
+        check_resume(files, state, cfg, tokenizer, planned, data_dir, rt)
+    if hooks is not None:
+        return data_dir, tokenizer, hooks.data("train"), hooks.data("val"), state
     train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
+    if train_data.num_tokens == 0:
+        raise GptkitError(f"{data_dir} has an empty train split (every document drew val): prepare the data again "
+                          "with a lower --val-fraction or more documents")
+    if val_data.num_tokens == 0:
+        raise GptkitError(f"{data_dir} has no validation split (prepared with --val-fraction 0): training "
+                          "evaluates and checkpoints on one; prepare the data again with --val-fraction 0.01, say")
     for split in (train_data, val_data):
         if split.num_tokens < cfg.block_size + 1:
-            raise GptkitError(f"split '{split.split}' of {data_dir} has {split.num_tokens} tokens, fewer than "
-                              f"block_size+1 = {cfg.block_size + 1}; use a smaller --block-size or more data")
-    return data_dir, tokenizer, train_data, val_data
+            raise OptionError("block_size", f"{cfg.block_size} is too long for split '{split.split}' of {data_dir}: "
+                              f"it has {split.num_tokens} tokens, fewer than block_size+1 = {cfg.block_size + 1}; "
+                              "use a smaller --block-size or more data")
+    return data_dir, tokenizer, train_data, val_data, state
 
 
 def _precision(model: GPT, data: TokenShards, cfg: TrainConfig, rt: Runtime,
@@ -242,100 +273,23 @@ def _precision(model: GPT, data: TokenShards, cfg: TrainConfig, rt: Runtime,
     return (rule, why) if low < fp32 else (None, why)
 
 
-def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: TokenShards, val_data: TokenShards,
-           start: int) -> str:
-    """What is about to run, before the first step (as nanoGPT and LitGPT print it)."""
-    c = model.config
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * rt.world_size
-    steps = cfg.max_iters - start
-    total = tokens_per_step * steps
-    what = f"--init-from {cfg.init_from}" if cfg.init_from else f"preset {cfg.preset}"
-    ranks = f" x {rt.world_size} ranks ({rt.strategy})" if rt.world_size > 1 else ""
-    lines = [
-        (f"model     {model.num_parameters() / 1e6:,.2f}M parameters ({what}: {c.n_layer} layers, {c.n_head} heads, "
-        f"{c.n_embd} wide, context {c.n_positions}, vocabulary {c.vocab_size:,})"),
-        f"compute   {rt.device}{ranks}, {cfg.dtype} ({why}), {torch.get_num_threads()} threads",
-        (f"steps     {f'{steps:,}' if steps < 10**6 else 'as many as fit'}{f' (resuming at {start:,})' if start else ''}"
-        f"{f' in {cfg.max_minutes:g} minutes' if cfg.max_minutes is not None else ''} x {tokens_per_step:,} "
-        f"tokens/step (batch {cfg.batch_size} x block {cfg.block_size} x accum {cfg.grad_accum}"
-        f"{f' x {rt.world_size} ranks' if rt.world_size > 1 else ''})"
-        f"{f' = {total / 1e6:,.2f}M tokens' if steps < 10**6 else ''}, peak lr {cfg.lr:g}"),
-        (f"recipe    {cfg.optimizer}{f' (muon lr {cfg.muon_lr:g})' if cfg.muon_lr else ''}, {cfg.schedule} schedule "
-         f"over {'the time budget' if cfg.max_minutes is not None else 'the steps'}; "
-         f"{'GPT-2 architecture' if c.is_gpt2 else _options(c)}"),
-        (f"data      {train_data.data_dir}: {train_data.num_tokens / 1e6:,.2f}M train tokens"
-        f"{f' ({total / max(train_data.num_tokens, 1):.2f} epochs)' if steps < 10**6 else ''}, "
-        f"{val_data.num_tokens / 1e6:,.2f}M val tokens"),
-        f"output    {Path(cfg.out)} (model files, checkpoints/, metrics.jsonl, loss.png)",
-    ]
-    return "\n".join(lines)
-
-
-def _options(c: GPTConfig) -> str:
-    parts = [c.position_embedding == "rope" and "RoPE", c.norm == "rmsnorm" and "RMSNorm",
-             not c.bias and "no bias", c.gated_mlp and f"gated {c.activation_function} MLP",
-             not c.gated_mlp and c.activation_function == "relu2" and "ReLU² MLP", c.qk_norm and "QK-norm",
-             not c.tie_word_embeddings and "untied head", c.zero_init and "zero-init projections",
-             c.logit_softcap is not None and f"logit soft-cap {c.logit_softcap:g}"]
-    return ", ".join(p for p in parts if p)
-
-
-class _Log:
-    """Train-loss rows every log_interval steps (tokens/s, MFU where the peak is known) and the
-    progress bar."""
-
-    def __init__(self, cfg: TrainConfig, rt: Runtime, model: GPT, start: int, files: RunFiles) -> None:
-        self.cfg, self.rt = cfg, rt
-        self.tb = _tensorboard(files, cfg, rt, start)
-        self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * rt.world_size
-        self.flops_per_token, self.peak = flops_per_token(model, cfg.block_size), peak_flops(rt.device)
-        self.bar = _progress(cfg, rt, start)
-        self.last, self.tokens_since = time.time(), 0
-
-    def step(self, step: int, loss: torch.Tensor, lr: float, rows: list[dict[str, Any]], elapsed: float) -> None:
-        self.tokens_since += self.tokens_per_step
-        if step % self.cfg.log_interval == 0 or step == self.cfg.max_iters:
-            value = loss.item()  # the one wait for the device per log interval (the loss stays on it till now)
-            now = time.time()
-            tps = self.tokens_since / max(now - self.last, 1e-9)
-            rows.append({"kind": "train", "step": step, "loss": value, "lr": lr, "tokens_per_s": tps,
-                         "tokens": step * self.tokens_per_step, "time": now, "elapsed_s": round(elapsed, 3)})
-            if self.tb is not None:
-                for k in ("loss", "lr", "tokens_per_s"):
-                    self.tb.add_scalar(f"train/{k}", rows[-1][k], step)
-            # MFU: model FLOPs per token x tokens/s over the devices' bf16 peak (GPUs in the table only)
-            mfu = self.flops_per_token * tps / (self.peak * self.rt.world_size) if self.peak else None
-            if mfu is not None:
-                rows[-1]["mfu"] = mfu
-            self.last, self.tokens_since = now, 0
-            if self.bar is not None:
-                self.bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tps:,.0f}", refresh=False,
-                                     **({"mfu": f"{mfu:.1%}"} if mfu is not None else {}))
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
 def _eval_and_checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
                          val_data: TokenShards, cfg: TrainConfig, rt: Runtime, step: int,
                          rows: list[dict[str, Any]], data_dir: Path, amp: torch.dtype | None,
-                         log: _Log, state_extra: dict[str, Any], hooks: Any = None) -> dict[str, float]:
-    val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, amp, rt)
+                         log: Log, state_extra: dict[str, Any], hooks: Any = None, final: bool = False,
+                         lr: float = math.nan) -> dict[str, Any]:
+    # the last evaluation covers the whole split, so the number a run ends with is `gptkit eval`'s
+    val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, None if final else cfg.eval_iters, amp, rt)
+    val["split_tokens"] = val_data.num_tokens
+    if not math.isfinite(val["loss"]):
+        diverged(files, f"the validation loss became {val['loss']} at step {step} (lr {lr:.3g})")
     rows.append({"kind": "eval", "step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"],
-                 "val_bits_per_byte": val["bits_per_byte"], "time": time.time()})
+                 "val_bits_per_byte": val["bits_per_byte"], "val_tokens": val["eval_tokens"], "time": time.time()})
     extra = hooks.after_eval(step, model) if hooks is not None else {}  # e.g. the task score
     rows[-1].update(extra)
     log.write(f"step {step}: val loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f}, "
-              f"bits/byte {val['bits_per_byte']:.4f}" + "".join(f", {k} {v:.2f}" for k, v in extra.items()))
+              f"bits/byte {val['bits_per_byte']:.4f}" + "".join(f", {k} {v:.2f}" for k, v in extra.items())
+              + f" ({coverage(val)})")
     if log.tb is not None:
         log.tb.add_scalar("val/loss", val["loss"], step)
         log.tb.add_scalar("val/bits_per_byte", val["bits_per_byte"], step)
@@ -372,16 +326,6 @@ def _train_step(runner: torch.nn.Module, model: GPT, optimizer: torch.optim.Opti
     return distr.global_mean(total, rt)
 
 
-def _progress(cfg: TrainConfig, rt: Runtime, start: int) -> Any:
-    if not (cfg.progress and rt.is_main):
-        return None
-    from tqdm.auto import tqdm
-    # a time budget with an iteration cap far away: count steps without a meaningless total
-    total = None if cfg.max_minutes is not None and cfg.max_iters >= 1_000_000 else cfg.max_iters
-    desc = f"train ({cfg.max_minutes:g} min)" if cfg.max_minutes is not None else "train"
-    return tqdm(total=total, initial=start, desc=desc, unit="it", dynamic_ncols=True)
-
-
 def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,
                 cfg: TrainConfig, rt: Runtime, step: int, rows: list[dict[str, Any]], data_dir: Path,
                 extra: dict[str, Any] | None = None, hooks: Any = None) -> None:
@@ -389,8 +333,8 @@ def _checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, t
     and optimizer into it (torch.distributed.checkpoint), and the whole model is gathered to rank
     0's CPU for the Hugging Face model.safetensors."""
     state = {"step": step, "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(cfg)),
-             "data": str(data_dir.resolve()), "world_size": rt.world_size, "strategy": rt.strategy,
-             **(extra or {})}
+             "data": str(data_dir.resolve()), "data_digest": data_digest(data_dir), "world_size": rt.world_size,
+             "strategy": rt.strategy, **(extra or {})}
     to_save: GPT | None = model
     if hooks is not None:
         state.update(hooks.state())
@@ -424,16 +368,13 @@ def _model_from_state(config: GPTConfig, sd: dict[str, torch.Tensor]) -> GPT:
 
 
 def _restore(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-             rt: Runtime, hooks: Any = None) -> dict[str, Any]:
+             rt: Runtime, state: dict[str, Any], hooks: Any = None) -> None:
     """Load the last checkpoint's weights and optimizer state (every rank reads it: under several
-    nodes the run directory must be on a shared filesystem); return its training state.
+    nodes the run directory must be on a shared filesystem), its training state being `state`.
 
     Any strategy resumes any other's checkpoint, on any number of ranks; the continuation is exact
     (to float rounding) when the global batch, batch_size x grad_accum x world_size, is unchanged.
     """
-    if not files.last.exists():
-        raise GptkitError(f"{files.root}: no checkpoint to resume from (checkpoints/last is missing)")
-    state = load_train_state(files.last)
     sharded = files.last / distr.DCP_DIR
     if hooks is not None and hooks.restore(model, state):  # the hooks own the weights (LoRA adapters)
         optimizer.load_state_dict(state["optimizer"])
@@ -456,7 +397,6 @@ def _restore(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, cfg:
         distr.note(rt, f"resuming with a global batch of {new_global} sequences (batch_size x grad_accum x "
                        f"world_size), the checkpoint was trained with {old_global}: the run continues, but "
                        "not as the uninterrupted run would have (keep the product to resume exactly)")
-    return state
 
 
 def _old_schedule(state: dict[str, Any], cfg: TrainConfig) -> Schedule:
@@ -470,20 +410,3 @@ def _old_schedule(state: dict[str, Any], cfg: TrainConfig) -> Schedule:
         return schedule_for(old)
     except (KeyError, TypeError, ValueError, GptkitError):
         return schedule_for(cfg)
-
-
-def _say(rt: Runtime, message: str) -> None:
-    """A line for the user on stderr, from rank 0 only."""
-    if rt.is_main:
-        print(f"gptkit: {message}", file=sys.stderr, flush=True)
-
-
-def _tensorboard(files: RunFiles, cfg: TrainConfig, rt: Runtime, start: int) -> Any:
-    """A TensorBoard writer into <out>/tb (rank 0; None when off or tensorboard is missing)."""
-    if not (cfg.tensorboard and rt.is_main):
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(files.root / "tb"), purge_step=start or None)

@@ -286,7 +286,7 @@ def test_val_fraction_zero_and_validation(tmp_path):
     for kw, msg in (({"val_fraction": 1.0}, "val_fraction"), ({"shard_tokens": 0}, "shard_tokens"), ({"on_decode_error": "x"}, "on_decode_error")):
         with pytest.raises(GptkitError, match=msg):
             run([src], tmp_path / "bad", **kw)
-    with pytest.raises(GptkitError, match="needs a vocab_size"):
+    with pytest.raises(GptkitError, match="vocab_size is needed with tokenizer bpe"):
         run([src], tmp_path / "bad", tokenizer="bpe")
     with pytest.raises(GptkitError, match="vocab_size applies only"):
         run([src], tmp_path / "bad", vocab_size=300)
@@ -341,8 +341,8 @@ def test_missing_and_empty_inputs(tmp_path):
         run([tmp_path / "nope"], tmp_path / "out")
     write(tmp_path / "e" / "empty.txt", "")
     write(tmp_path / "e" / "blank.jsonl", "\n\n")
-    for tokenizer, kw in (("bytes", {}), ("bpe", {"vocab_size": 300})):
-        with pytest.raises(GptkitError, match="no documents with text"):
+    for tokenizer, kw in (("bytes", {}), ("bpe", {"vocab_size": 300})):  # bpe: refused before training
+        with pytest.raises(GptkitError, match="no documents with text|bytes of text can support"):
             run([tmp_path / "e"], tmp_path / "out", tokenizer=tokenizer, **kw)
     (tmp_path / "nothing").mkdir()
     with pytest.raises(GptkitError, match="no readable files"):
@@ -363,15 +363,19 @@ def test_existing_output_needs_overwrite(tmp_path):
     src, texts = docs_corpus(tmp_path, 3)
     out = tmp_path / "out"
     write(out / "keep.txt", "old")
-    with pytest.raises(GptkitError, match="already exists and is not empty.*overwrite"):
+    with pytest.raises(GptkitError, match="already exists and is not empty.*--overwrite"):
         run([src], out)
-    assert (out / "keep.txt").exists()
+    with pytest.raises(GptkitError, match="not a data directory made by `gptkit prepare`"):
+        run([src], out, overwrite=True)  # overwrite never deletes the user's own files
+    assert (out / "keep.txt").read_text() == "old"
+    (out / "keep.txt").unlink()
+    run([src], out, val_fraction=0.5)
     # a failing overwrite keeps the old data
     with pytest.raises(GptkitError):
         run([src, tmp_path / "missing"], out, overwrite=True)
-    assert (out / "keep.txt").exists()
+    assert (out / "meta.json").exists()
     run([src], out, overwrite=True, val_fraction=0)
-    assert not (out / "keep.txt").exists() and split_tokens(out, "train").tolist() == expected(B, texts)
+    assert split_tokens(out, "train").tolist() == expected(B, texts)
     assert leftovers(tmp_path) == []
     (tmp_path / "empty").mkdir()
     run([src], tmp_path / "empty")  # an empty directory is fine to fill

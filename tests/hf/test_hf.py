@@ -242,11 +242,20 @@ def test_a_trained_run_directory_is_a_hugging_face_directory(tmp_path):
     assert logits_delta(ours, hf, torch.tensor([ids])) <= 1e-4
 
 
+def test_a_bias_free_model_is_saved_as_gpt2_with_zero_biases(tmp_path):
+    m = GPT(GPTConfig(vocab_size=50, n_positions=8, n_embd=8, n_layer=1, n_head=2, bias=False))
+    save_model(m, tmp_path / "nobias")
+    back = load_model(tmp_path / "nobias")
+    assert back.config.bias is False
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(m(ids), back(ids))
+    from safetensors.torch import load_file
+    sd = load_file(tmp_path / "nobias" / "model.safetensors")
+    assert "transformer.h.0.ln_1.bias" in sd and not sd["transformer.h.0.attn.c_attn.bias"].any()
+
+
 def test_export_refuses_what_gpt2_cannot_express(tmp_path):
-    with pytest.raises(GptkitError, match="bias=False has no GPT-2 equivalent"):
-        save_model(GPT(GPTConfig(vocab_size=50, n_positions=8, n_embd=8, n_layer=1, n_head=2, bias=False)),
-                   tmp_path / "nobias")
-    assert not (tmp_path / "nobias" / "model.safetensors").exists()
     m = GPT(GPTConfig(vocab_size=50, n_positions=8, n_embd=8, n_layer=1, n_head=2))
     m.transformer.h[0].mlp.register_buffer("scale", torch.ones(8))  # e.g. a quantization scale
     with pytest.raises(GptkitError, match="tensor transformer.h.0.mlp.scale has no GPT-2 equivalent"):

@@ -1,0 +1,137 @@
+"""Where `prepare` (and `prepare --merge`) writes, and what it says about the result: --out is
+new, empty, or (with --overwrite) a data directory gptkit made holding nothing else and no input;
+the new directory replaces it in renames; the summary line counts what was left out, and the
+warnings name a validation split too small to measure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import OptionError
+from ..files import check_parent_dirs
+from ..tokenizer import TOKENIZER_FILES
+from .shards import FORMAT, PART_FORMAT
+
+
+def check_out_dir(out_dir: Path, inputs: list, overwrite: bool) -> None:
+    """--out must be a new or empty directory, or (with --overwrite) a data directory gptkit made that
+    holds nothing else and none of the inputs: never a directory of the user's own files."""
+    if not str(out_dir):
+        raise OptionError("out", "is empty; name the data directory to write")
+    check_parent_dirs(out_dir, "out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OptionError("out", f"{out_dir} exists and is not a directory")
+    here, target = Path.cwd().resolve(), out_dir.resolve()
+    if target == here or target in here.parents:
+        raise OptionError("out", f"{out_dir} is the current directory (or holds it); write the data to a new directory")
+    for item in inputs:
+        src = Path(item).resolve()
+        if src == target or target in src.parents:
+            raise OptionError("out", f"{out_dir} holds the input {item}; gptkit never writes over its inputs: "
+                              "choose another --out")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise OptionError("out", f"{out_dir} already exists and is not empty (--overwrite replaces a data "
+                          "directory made by `gptkit prepare`)")
+    meta_path = out_dir / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        assert isinstance(meta, dict) and meta.get("format") in (FORMAT, PART_FORMAT)
+    except (OSError, ValueError, RecursionError, AssertionError):
+        raise OptionError("out", f"{out_dir} is not a data directory made by `gptkit prepare` (it has no gptkit "
+                          "meta.json): --overwrite only replaces those; choose another --out") from None
+    ours = {"meta.json", *TOKENIZER_FILES, *(meta.get("written") or [])}
+    for split in (meta.get("splits") or {}).values():
+        ours |= {s.get("file") for s in (split.get("shards") or []) if isinstance(s, dict)}
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours or not p.is_file())
+    if foreign:
+        raise OptionError("out", f"{out_dir} holds {foreign[0]}"
+                          f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}, which `gptkit prepare` "
+                          "did not write: --overwrite replaces only what gptkit made; move it away or choose another --out")
+
+
+def move_into_place(tmp: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    os.replace(out_dir, old)  # keep the previous data until the new one is in place
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old)
+
+
+MIN_VAL_TOKENS = 10_000  # fewer, and a validation loss is too noisy to compare runs by
+
+
+def split_warnings(splits: dict, val_fraction: float, documents: int) -> list[str]:
+    """What is wrong with the validation split, in words a user can act on."""
+    val, total = splits["val"], splits["train"]["tokens"] + splits["val"]["tokens"]
+    if val_fraction == 0:
+        return [("no validation split (--val-fraction 0): `gptkit train` needs one; evaluate on this data "
+                 "with `gptkit eval --split train`")]
+    out = []
+    if splits["train"]["tokens"] == 0:
+        out.append(f"the training split is empty: all {documents:,} documents drew val (--val-fraction "
+                   f"{val_fraction:g}); lower --val-fraction or split the text into more documents")
+    better = min(0.5, max(2 * val_fraction, 20 / max(documents, 1), 2 * MIN_VAL_TOKENS / max(total, 1)))
+    hint = f"raise --val-fraction (e.g. {float(f'{better:.1g}'):g})" if better > val_fraction else "use more text"
+    share = val["tokens"] / max(total, 1)
+    if documents >= 2 and val["documents"] == 1:
+        out.append(f"the validation split is 1 document of {documents:,} ({val['tokens']:,} tokens): a loss on one "
+                   f"document is noisy and may not be typical; {hint}")
+    elif val["tokens"] < MIN_VAL_TOKENS:
+        out.append(f"the validation split has {val['tokens']:,} tokens, too few to measure a loss reliably "
+                   f"(at least {MIN_VAL_TOKENS:,}); {hint}")
+    if share > max(3 * val_fraction, val_fraction + 0.1):
+        out.append(f"the validation split holds {share:.0%} of the tokens (--val-fraction asked {val_fraction:g}), "
+                   f"leaving {splits['train']['tokens']:,} to train on: one long document drew val; split the "
+                   "text into more documents (files, or .jsonl lines)")
+    return out
+
+
+def format_summary(meta: dict, seconds: float) -> str:
+    """One line for the CLI: documents, bytes, tokens, bytes/token and throughput."""
+    train, val = meta["splits"]["train"], meta["splits"]["val"]
+    nbytes, tokens = train["bytes"] + val["bytes"], train["tokens"] + val["tokens"]
+    line = (
+        f"{meta['documents']:,} {_plural(meta['documents'], 'document')} ({train['documents']:,} train / "
+        f"{val['documents']:,} val), "
+        f"{nbytes / 1e6:,.1f} MB -> {tokens:,} tokens ({train['tokens']:,} train / {val['tokens']:,} val), "
+        f"{nbytes / max(tokens, 1):.2f} bytes/token, {seconds:.1f} s at {nbytes / 1e6 / max(seconds, 1e-9):.1f} MB/s"
+    )
+    errors = meta.get("decode_errors") or {}
+    left_out = [
+        (errors.get("replaced_documents", 0), "{} with undecodable bytes replaced (U+FFFD)", "document"),
+        (errors.get("skipped_documents", 0), "{} with undecodable bytes skipped", "document"),
+        (meta.get("skipped_binary_files", 0), "{} skipped", "binary file"),
+        (meta.get("empty_documents", 0), "{} skipped", "empty document"),
+    ]
+    notes = [text.format(f"{n:,} {_plural(n, what)}") for n, text, what in left_out if n]
+    return line + _cleaning_summary(meta) + ("; " + ", ".join(notes) if notes else "")
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
+
+
+def _cleaning_summary(meta: dict) -> str:
+    c = (meta.get("cleaning") or {}).get("stats")
+    if not c:
+        return ""
+    removed = c["removed"]
+    parts = []
+    if meta["cleaning"]["config"]["dedup"]:
+        parts.append(f"{removed['exact_duplicate']['documents']:,} exact + {removed['near_duplicate']['documents']:,} near "
+                     "duplicates removed")
+    if meta["cleaning"]["config"]["pii"] != "keep":
+        found = sum(c["pii_found"].values())
+        verb = "redacted" if meta["cleaning"]["config"]["pii"] == "redact" else f"found ({removed['pii']['documents']:,} documents dropped)"
+        parts.append(f"{found:,} PII findings {verb}")
+    filtered = sum(removed[k]["documents"] for k in ("min_chars", "max_non_text", "language"))
+    if filtered:
+        parts.append(f"{filtered:,} documents filtered")
+    return "; " + ", ".join(parts) if parts else ""

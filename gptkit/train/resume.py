@@ -1,0 +1,155 @@
+"""What the trainer checks about its run directory before any work: a new run never writes into a
+directory of the user's own files, and --resume continues the run in --out as it was (same model,
+same windows, same tokenizer by content), naming the flag that would change it.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .. import distributed as distr
+from ..distributed import Runtime
+from ..errors import GptkitError, OptionError
+from ..files import check_parent_dirs
+from ..model import GPTConfig
+from ..rundir import RunFiles
+from ..tokenizer import Tokenizer
+from .config import TrainConfig
+
+# What a run directory may hold: what the trainer, the data card, TensorBoard and the task hooks write.
+RUN_FILES = {"checkpoints", "metrics.jsonl", "loss.png", "train_config.json", "config.json", "model.safetensors",
+             "train_state.pt", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
+             "tokenizer_config.json", "special_tokens_map.json", "tb", "DATACARD.md", "datacard.json",
+             "adapter_model.safetensors", "adapter_config.json", "best", "merged"}
+
+# GPTConfig fields a resumed run must keep, and the training option that sets each.
+MODEL_OPTIONS = {"position_embedding": "position_embedding", "norm": "norm", "gated_mlp": "mlp",
+                 "activation_function": "mlp", "qk_norm": "qk_norm", "tie_word_embeddings": "tie_embeddings",
+                 "logit_softcap": "logit_softcap"}
+
+
+def check_run_dir(out: Path, resume: bool) -> None:
+    """--out for a new run: a new or empty directory, or one with a run's files but no checkpoint (a
+    run stopped before its first); for --resume: a run with a checkpoint. Never a directory of the
+    user's own files, nor a path under a file."""
+    check_parent_dirs(out, "out")
+    if out.exists() and not out.is_dir():
+        raise OptionError("out", f"{out} exists and is not a directory")
+    last = out / "checkpoints" / "last"
+    if resume:
+        if not last.exists():
+            raise GptkitError(f"{out}: no checkpoint to resume from (checkpoints/last is missing); "
+                              "drop --resume to start a new run there")
+        return
+    if last.exists() or last.is_symlink():
+        raise GptkitError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name not in RUN_FILES and not p.name.startswith((".", "best-step-")))
+        if foreign:
+            raise OptionError("out", f"{out} already holds {foreign[0]}, which is not a gptkit run's: choose a new "
+                              "directory for the run")
+
+
+def clean_run_temps(root: Path) -> None:
+    """What a killed run left behind: half-written files (`.name.PID.xxxx.tmp`, older `.name.xxxx.tmp`),
+    link temps and checkpoint staging directories. The run directory is this run's alone."""
+    for d in (root, root / "checkpoints"):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if p.name.startswith(".") and p.name.endswith((".tmp", ".link")):
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def check_resume(files: RunFiles, state: dict[str, Any], cfg: TrainConfig, tokenizer: Tokenizer,
+                 planned: GPTConfig | None, data_dir: Path, rt: Runtime) -> None:
+    """--resume continues the run in --out as it was: refuse flags that would change the model, the
+    windows or the tokens (naming the flag), and budgets with nothing left to train; say what else
+    changed. (What a changed --max-iters or --max-minutes does to the schedule is --extend's.)"""
+    step = int(state.get("step", 0))
+    if step >= cfg.max_iters:
+        raise OptionError("max_iters", f"{cfg.max_iters}: the run in {files.root} already reached step {step}, "
+                          "so there is nothing to train; raise --max-iters to train it further")
+    elapsed = float(state.get("elapsed_s", 0.0) or 0.0)
+    if cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60:
+        raise OptionError("max_minutes", f"{cfg.max_minutes:g}: the run in {files.root} already trained "
+                          f"{elapsed / 60:.1f} minutes, its whole budget, so there is nothing to train; raise "
+                          "--max-minutes to train it further")
+    old = run_config(state)
+    if "block_size" in old and old["block_size"] != cfg.block_size:
+        raise OptionError("block_size", f"{cfg.block_size} does not match the run in {files.root}, trained at "
+                          f"{old['block_size']}: a resumed run keeps its windows; drop the flag or start a new --out")
+    run_tok = Tokenizer.load(files.last) if (files.last / "vocab.json").is_file() else None
+    if run_tok is not None and run_tok.fingerprint != tokenizer.fingerprint:
+        same = "same size, " if run_tok.vocab_size == tokenizer.vocab_size else ""
+        raise GptkitError(f"--data {data_dir} was prepared with another tokenizer than the run in {files.root} "
+                          f"({same}{tokenizer.vocab_size} vs {run_tok.vocab_size} tokens, different vocabularies): "
+                          f"its ids mean other text to this model; prepare it with --tokenizer {files.root}")
+    if planned is not None:
+        check_same_model(files, planned, cfg, old)
+    if state.get("data_digest", data_digest(data_dir)) != data_digest(data_dir):
+        distr.note(rt, f"resuming on {data_dir}, other data than the run was trained on ({state.get('data')}; same "
+                       "tokenizer): the run continues on the new data")
+    if "seed" in old and old["seed"] != cfg.seed:
+        distr.note(rt, f"--seed {cfg.seed} differs from the run's {old['seed']}: it continues on other batches")
+
+
+def run_config(state: dict[str, Any]) -> dict[str, Any]:
+    """The training options the checkpoint was written under ({} when unreadable)."""
+    try:
+        old = json.loads(state["config"])
+    except (KeyError, TypeError, ValueError, RecursionError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
+def data_digest(data_dir: Path) -> str:
+    """What a data directory holds (its meta.json: shard sizes, tokenizer, sources), wherever it lies."""
+    try:
+        return hashlib.sha256((data_dir / "meta.json").read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+def check_same_model(files: RunFiles, new: GPTConfig, cfg: TrainConfig, old: dict[str, Any] | None = None) -> None:
+    """The checkpoint's model (its config.json, either layout) against the one these flags describe."""
+    from ..hf import read_config
+    ckpt = read_config(files.last)
+    old = old or {}
+
+    def mismatch(name: str, option: str, theirs: Any, ours: Any) -> GptkitError:
+        if getattr(cfg, option) is not None and option in old and old[option] != getattr(cfg, option):
+            return OptionError(option, f"{getattr(cfg, option)} does not match the run in {files.root} ({name} "
+                               f"{theirs}): a resumed run keeps its model; drop the flag or start a new --out")
+        if old.get("preset", cfg.preset) != cfg.preset:
+            return OptionError("preset", f"{cfg.preset} does not match the run in {files.root}, trained with "
+                               f"--preset {old['preset']} ({name} {theirs}): a resumed run keeps its model; "
+                               "pass the run's flags or start a new --out")
+        flag = f" (--{option.replace('_', '-')} {old[option]})" if old.get(option) is not None else ""
+        return GptkitError(f"the run in {files.root} has {name} {theirs}, these options make {ours}: resume with "
+                           f"the flags it was trained with{flag}")
+
+    for name in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"):
+        theirs, ours = getattr(ckpt, name), getattr(new, name)
+        if theirs == ours:
+            continue
+        if name == "vocab_size":
+            raise GptkitError(f"--data has a {ours}-token vocabulary, the run in {files.root} {theirs}")
+        raise mismatch(name, name, theirs, ours)
+    if ckpt.bias != new.bias:
+        if not new.bias:
+            raise GptkitError(f"--no-bias does not match the run in {files.root} (trained with biases): a resumed "
+                              "run keeps its model; drop the flag or start a new --out")
+        raise GptkitError(f"the run in {files.root} was trained with --no-bias: pass --no-bias to resume it")
+    for name, option in MODEL_OPTIONS.items():
+        theirs, ours = getattr(ckpt, name), getattr(new, name)
+        if theirs != ours:
+            raise mismatch(name, option, theirs, ours)
+    if new.position_embedding == "rope" and ckpt.rope_theta != new.rope_theta:
+        raise mismatch("rope_theta", "rope_theta", ckpt.rope_theta, new.rope_theta)
