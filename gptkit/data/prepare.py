@@ -267,9 +267,9 @@ def prepare(
     elif vocab_size is not None:
         raise OptionError("vocab_size", f"applies only to tokenizer bpe; {tokenizer} has a fixed vocabulary")
     if not isinstance(num_shards, int) or num_shards < 1:
-        raise OptionError("num_shards", f"must be a positive integer, got {num_shards!r}")
+        raise GptkitError(f"--num-shards must be a positive integer, got {num_shards!r}")
     if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
-        raise OptionError("shard_index", f"must be in [0, {num_shards}), got {shard_index!r}")
+        raise GptkitError(f"--shard-index must be in [0, {num_shards}), got {shard_index!r}")
     if num_shards > 1 and tokenizer == "bpe":
         raise GptkitError("--num-shards needs one tokenizer for all parts: train the BPE once (gptkit prepare ... "
                           "--tokenizer bpe) and pass its data directory as --tokenizer")
