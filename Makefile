@@ -5,7 +5,7 @@ PY ?= python3
 
 install:
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,data]'
 
 run: install
 	$(PY) -m gptkit train

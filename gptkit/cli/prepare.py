@@ -26,14 +26,28 @@ def _cache_dir() -> Path:
     return Path(base)
 
 
+def clean_config(args: argparse.Namespace):
+    """The cleaning options as a CleanConfig (validated before any work)."""
+    from ..data.clean import CleanConfig
+    from ..data.filters import Filters, parse_languages
+    return CleanConfig(pii=args.pii, dedup=not args.keep_duplicates, threshold=args.dedup_threshold,
+                       filters=Filters(args.min_chars, args.max_non_text, parse_languages(args.languages)))
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from ..data import format_summary, prepare
     t0 = time.time()
-    vocab_size = args.vocab_size or (8192 if args.tokenizer == "bpe" else None)
-    meta = prepare(args.inputs, args.out, tokenizer=args.tokenizer, vocab_size=vocab_size,
-                   field=args.field, val_fraction=args.val_fraction, seed=args.seed,
-                   num_workers=args.workers, on_decode_error=args.on_decode_error,
-                   overwrite=args.overwrite, progress=not args.quiet)
+    if args.merge:
+        from ..data.merge import merge
+        meta = merge(args.inputs, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    else:
+        clean = clean_config(args)
+        vocab_size = args.vocab_size or (8192 if args.tokenizer == "bpe" else None)
+        meta = prepare(args.inputs, args.out, tokenizer=args.tokenizer, vocab_size=vocab_size,
+                       field=args.field, val_fraction=args.val_fraction, seed=args.seed,
+                       num_workers=args.workers, on_decode_error=args.on_decode_error,
+                       overwrite=args.overwrite, progress=not args.quiet, clean=clean, hf_split=args.hf_split,
+                       num_shards=args.num_shards, shard_index=args.shard_index)
     print(format_summary(meta, time.time() - t0))
     return 0
 
@@ -77,21 +91,40 @@ def _prepare_once(sources: Any, out: Path, tokenizer: str, vocab_size: int | Non
 
 @dataclass
 class PrepareCommand:
-    inputs: list[str] = _opt(None, ".txt/.md/.py/.jsonl files (or .gz of them), or directories", positional="+")
+    inputs: list[str] = _opt(None, "files (.txt/.md/.py/..., .jsonl, .parquet, .gz/.zst of text or jsonl), directories, "
+                             "datasets directories (save_to_disk or a load_dataset cache), hf:owner/name Hub datasets; "
+                             "with --merge, the part directories", positional="+")
     out: str = _opt(None, "the data directory to write", required=True)
     tokenizer: str = _opt("gpt2", "gpt2, bytes, bpe (trained on the inputs), or a tokenizer directory")
     vocab_size: int | None = _opt(None, "for --tokenizer bpe: tokens in the trained vocabulary (none: 8192)")
-    field: str = _opt("text", "the text field of .jsonl records")
+    field: str = _opt("text", "the text field of .jsonl records, Parquet files and datasets")
+    hf_split: str | None = _opt(None, "split of a datasets directory or hf: dataset (none: every split of a saved "
+                                "DatasetDict; train for hf:)")
     val_fraction: float = _opt(0.01, "fraction of the documents held out for validation")
     seed: int = _opt(1337, "seed of the train/val split")
     workers: int | None = _opt(None, "encoding processes (none: all cores)")
     on_decode_error: str = _opt("replace", "bytes that are not UTF-8: replace them (U+FFFD), skip the file, or "
                                 "stop with an error", choices=["replace", "skip", "error"])
+    pii: str = _opt("redact", "e-mails, phone numbers, IP addresses, card numbers, secrets, private keys: replace "
+                    "them with <KIND> placeholders, drop the document, or keep them", choices=["redact", "drop", "keep"])
+    keep_duplicates: bool = _opt(False, "keep exact and near-duplicate documents (otherwise removed, first copy "
+                                 "kept, across the corpus and both splits)")
+    dedup_threshold: float = _opt(0.8, "near duplicates: MinHash Jaccard similarity of word 5-grams at or above "
+                                  "this (fraction)")
+    min_chars: int = _opt(0, "drop documents shorter than this (characters; 0: off)")
+    max_non_text: float = _opt(1.0, "drop documents with a larger share of ASCII punctuation, symbols and control "
+                               "characters (fraction; 1: off)")
+    languages: str | None = _opt(None, "keep only documents in these languages, identified by py3langid "
+                                 "(comma-separated ISO 639-1 codes such as en,fr; none: all)")
+    num_shards: int = _opt(1, "prepare only part --shard-index of the input list, out of this many (one per "
+                           "machine; combine the parts with --merge)")
+    shard_index: int = _opt(0, "the part this machine prepares (0 .. num-shards - 1)")
+    merge: bool = _opt(False, "the inputs are part directories: combine them into --out, deduplicating across parts")
     overwrite: bool = _opt(False, "replace an existing data directory")
     quiet: bool = _opt(False, "no progress output", flags=["-q"])
 
 
 def register(sub: Any) -> None:
-    pr = sub.add_parser("prepare", help="tokenize text files into token shards")
+    pr = sub.add_parser("prepare", help="tokenize text into token shards, cleaned on the way in")
     add_dataclass_args(pr, PrepareCommand)
     pr.set_defaults(func=cmd_prepare)

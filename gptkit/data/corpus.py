@@ -1,4 +1,5 @@
-"""Reading inputs into documents: files, directories, .gz, .jsonl; the embedded stdlib corpus.
+"""Reading inputs into documents: files, directories, .gz/.zst, .jsonl, Parquet, Hugging Face
+`datasets` directories and Hub datasets (formats.py); the embedded stdlib corpus.
 """
 from __future__ import annotations
 
@@ -15,22 +16,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GptkitError
+from . import formats
 
 DECODE_POLICIES = ("replace", "skip", "error")
 BLOCK_BYTES = 1 << 20  # read files in 1 MiB blocks
 PIECE_CHARS = 1 << 20  # a document longer than this flows through in pieces of about this size
 SNIFF_BYTES = 8192  # a NUL byte in a walked file's first 8 KiB marks it as binary
 BINARY_SUFFIXES = frozenset(
-    ".png .jpg .jpeg .gif .bmp .ico .webp .tif .tiff .svgz .pdf .zip .tar .tgz .bz2 .xz .lzma .zst .7z .rar "
+    ".png .jpg .jpeg .gif .bmp .ico .webp .tif .tiff .svgz .pdf .zip .tar .tgz .bz2 .xz .lzma .7z .rar "
     ".whl .egg .jar .class .so .dll .dylib .exe .o .a .lib .obj .pyc .pyo .pyd .bin .dat .npy .npz .pt .pth "
     ".ckpt .safetensors .onnx .pkl .pickle .db .sqlite .sqlite3 .mp3 .mp4 .wav .flac .ogg .avi .mov .mkv .webm "
-    ".woff .woff2 .ttf .otf .eot .psd .parquet .arrow .feather .h5 .hdf5".split()
+    ".woff .woff2 .ttf .otf .eot .psd .arrow .feather .h5 .hdf5".split()
 )
 # Where a long document may be cut without changing its tokens, because GPT-2's regex never
 # lets a piece cross there: after a newline with a letter, digit or ASCII symbol on both
 # sides, or between an ASCII letter and " letter" (the space starts the next word's piece).
 _SAFE_CUT = re.compile(r"[\w!-~]\n(?=[\w!-~])|[A-Za-z](?= [A-Za-z])")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+COMPRESSED = (".gz", ".zst")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One unit of input, read as a whole by one reader: a file, an Arrow shard of a datasets
+    directory, or a Hub dataset ("hf:owner/name"). Parts of a multi-machine prepare split the
+    list of sources."""
+
+    path: Path | str
+    walked: bool = False  # found by walking a directory (binary files are then skipped, not errors)
+    kind: str = "text"  # text | jsonl | parquet | arrow | hub
+    split: str | None = None  # the split of a Hub dataset
+    input: str = ""  # the input argument it came from
+
+    @property
+    def size(self) -> int:
+        return 0 if self.kind == "hub" else Path(self.path).stat().st_size
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+
+def _kind(path: Path) -> str:
+    suffix = _inner_suffix(path)
+    return {".jsonl": "jsonl", ".parquet": "parquet", ".arrow": "arrow"}.get(suffix, "text")
+
 
 @dataclass
 class Document:
@@ -65,41 +96,65 @@ codecs.register_error("gptkit-count", _count_and_replace)
 
 
 def _inner_suffix(path: Path) -> str:
-    """".jsonl" for both a.jsonl and a.jsonl.gz."""
-    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    """".jsonl" for a.jsonl, a.jsonl.gz and a.jsonl.zst."""
+    name = path.name
+    for c in COMPRESSED:
+        if name.endswith(c):
+            name = name[: -len(c)]
     return Path(name).suffix.lower()
 
 
-def _list_files(inputs: Iterable[str | os.PathLike], exclude: Path | None = None) -> list[tuple[Path, bool]]:
-    """Files to read, as (path, found_by_walking); directories are walked sorted, skipping hidden
-    names, binary suffixes and the directory `exclude` (prepare's own output)."""
+def _list_files(inputs: Iterable[str | os.PathLike], exclude: Path | None = None, hf_split: str | None = None) -> list[Source]:
+    """Sources to read, in order; directories are walked sorted, skipping hidden names, binary
+    suffixes and the directory `exclude` (prepare's own output). A datasets directory (saved with
+    save_to_disk, or a load_dataset cache) gives its Arrow shards; "hf:NAME" is a Hub dataset."""
     exclude = exclude.resolve() if exclude is not None else None
-    files = []
+    files: list[Source] = []
     for item in inputs:
+        if isinstance(item, str) and item.startswith(formats.HUB_PREFIX):
+            files.append(Source(item, kind="hub", split=hf_split or "train", input=item))
+            continue
         path = Path(item)
         if path.is_file():
-            files.append((path, False))
+            files.append(Source(path, False, _kind(path), input=str(item)))
+        elif formats.is_hf_dir(path):
+            files += [Source(p, False, "arrow", input=str(item)) for p in formats.hf_dir_files(path, hf_split)]
         elif path.is_dir():
             walked = []
             for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(root, d).resolve() != exclude)
+                hf = sorted(d for d in dirs if formats.is_hf_dir(Path(root, d)))
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in hf and Path(root, d).resolve() != exclude)
                 walked += [Path(root, n) for n in names if not n.startswith(".")]
-            walked = [p for p in walked if _inner_suffix(p) not in BINARY_SUFFIXES]
-            files += [(p, True) for p in sorted(walked, key=lambda p: p.parts)]
+                walked += [(Path(root, d), p) for d in hf for p in formats.hf_dir_files(Path(root, d), hf_split)]
+            walked = [w for w in walked if isinstance(w, tuple) or _inner_suffix(w) not in BINARY_SUFFIXES]
+            for w in sorted(walked, key=lambda w: w[0].parts if isinstance(w, tuple) else w.parts):
+                files.append(Source(w[1], False, "arrow", input=str(item)) if isinstance(w, tuple) else Source(w, True, _kind(w), input=str(item)))
         else:
-            raise GptkitError(f"input {path} does not exist")
+            raise GptkitError(f"input {path} does not exist" + (" (a Hub dataset is written hf:owner/name)" if "/" in str(item) and not str(item).startswith((".", "/")) else ""))
     return files
 
 
 @contextmanager
 def _open_bytes(path: Path):
-    """(decompressed stream, raw file) so progress can follow the bytes read from disk."""
+    """(decompressed stream, raw file) so progress can follow the bytes read from disk.
+    A corrupted or truncated compressed stream is an error naming the file and the place."""
     with open(path, "rb") as raw:
-        if path.name.endswith(".gz"):
-            with gzip.GzipFile(fileobj=raw) as f:
+        kind = "gzip" if path.name.endswith(".gz") else "zstd" if path.name.endswith(".zst") else None
+        try:
+            if kind == "gzip":
+                with gzip.GzipFile(fileobj=raw) as f:
+                    yield f, raw
+            elif kind == "zstd":
+                f = formats.open_zstd(raw)
                 yield f, raw
-        else:
-            yield raw, raw
+            else:
+                yield raw, raw
+        except (gzip.BadGzipFile, EOFError, zlib.error, *formats.zstd_errors()) as e:
+            if kind is None:
+                raise
+            where = raw.tell() if not raw.closed else path.stat().st_size
+            raise GptkitError(f"{path}: not a readable {kind} file: corrupted or truncated data near byte {where:,} "
+                              f"of {path.stat().st_size:,} ({str(e) or 'truncated'})") from None
 
 
 def _utf8_ok(path: Path) -> bool:
@@ -201,24 +256,45 @@ def _jsonl_pieces(path: Path, walked: bool, field: str, stats: ReadStats) -> Ite
             pos = raw.tell()
 
 
-def _read_file(path: Path, walked: bool, field: str, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
+def _split_long(docs: Iterator[tuple[str, str, int]]) -> Iterator[tuple[str, str, bool, int]]:
+    """Whole documents (text, source, disk_bytes) as pieces of about PIECE_CHARS, cut where
+    tokens cannot change."""
+    for text, source, disk in docs:
+        start = 0
+        while len(text) - start > 2 * PIECE_CHARS:
+            cut = _last_safe_cut(text[start : start + PIECE_CHARS], 0)
+            if cut <= 0:
+                break
+            yield text[start : start + cut], source, False, 0
+            start += cut
+        yield text[start:], source, True, disk
+
+
+def _read_file(src: Source, field: str, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
+    path, walked = src.path, src.walked
     try:
-        if _inner_suffix(path) == ".jsonl":
+        if src.kind == "jsonl":
             yield from _jsonl_pieces(path, walked, field, stats)
+        elif src.kind == "parquet":
+            yield from _split_long(formats.parquet_docs(path, field, stats))
+        elif src.kind == "arrow":
+            yield from _split_long(formats.arrow_docs(path, field, stats))
+        elif src.kind == "hub":
+            yield from _split_long(formats.hub_docs(path, field, src.split, stats))
         else:
             yield from _text_pieces(path, walked, stats)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise GptkitError(f"{path}: not a readable gzip file ({e or 'truncated'})") from None
     except OSError as e:
         raise GptkitError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _iter_pieces(files: list[tuple[Path, bool]], field: str, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
+def _iter_pieces(files: list[Source], field: str, stats: ReadStats) -> Iterator[tuple[str, str, bool, int]]:
     """All documents' text as (text, source, is_last_piece_of_document, disk_bytes); empty ones left out."""
-    for path, walked in files:
+    for src in files:
+        if not isinstance(src, Source):  # (path, walked)
+            src = Source(Path(src[0]), src[1], _kind(Path(src[0])))
         stats.files += 1
         first = True
-        for piece in _read_file(path, walked, field, stats):
+        for piece in _read_file(src, field, stats):
             if first and piece[2] and not piece[0]:
                 stats.empty_documents += 1
             else:
@@ -236,9 +312,11 @@ def iter_documents(
     field: str = "text",
     on_decode_error: str = "replace",
     stats: ReadStats | None = None,
+    hf_split: str | None = None,
 ) -> Iterator[Document]:
-    """Documents of `inputs`: a text file is one, a .jsonl line is one (its `field`), .gz is read
-    through; directories are walked recursively in sorted order, skipping hidden and binary files.
+    """Documents of `inputs`: a text file is one, a .jsonl line or a Parquet/datasets row is one
+    (its `field`), .gz/.zst are read through; directories are walked recursively in sorted order,
+    skipping hidden and binary files; "hf:owner/name" streams a Hub dataset (split `hf_split`).
 
     Undecodable bytes: "replace" with U+FFFD, "skip" the document, or "error"; `stats` counts them.
     """
@@ -246,7 +324,7 @@ def iter_documents(
     stats = stats if stats is not None else ReadStats()
     stats.policy = on_decode_error
     parts = []
-    for text, source, last, _ in _iter_pieces(_list_files(_as_list(inputs)), field, stats):
+    for text, source, last, _ in _iter_pieces(_list_files(_as_list(inputs), hf_split=hf_split), field, stats):
         parts.append(text)
         if last:
             yield Document("".join(parts), source)

@@ -20,6 +20,7 @@ import torch
 from .. import distributed as distr
 from ..data import TokenShards
 from ..data.batches import rank_batch, step_seed
+from ..data.datacard import copy as copy_datacard
 from ..device import autocast, autocast_dtype
 from ..distributed import Runtime, setup_runtime
 from ..errors import GptkitError
@@ -119,6 +120,7 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None) -> TrainResult:
     if rt.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
         write_json(files.root / "train_config.json", asdict(cfg))
+        copy_datacard(data_dir, files.root)  # the model says what it was trained on
         if cfg.progress:
             print(banner(model, cfg, rt, why, train_data, val_data, start), file=sys.stderr, flush=True)
     log = _Log(cfg, rt, model, start)

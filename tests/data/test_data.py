@@ -21,6 +21,7 @@ from gptkit.data import (
     stdlib_corpus_files,
     unigram_entropy,
 )
+from gptkit.data.clean import CleanConfig
 from gptkit.errors import GptkitError
 from gptkit.tokenizer import Tokenizer, bytes_tokenizer, gpt2_tokenizer
 
@@ -62,8 +63,11 @@ def docs_corpus(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
     return tmp_path / "in", texts
 
 
+NO_CLEANING = CleanConfig(pii="keep", dedup=False)  # these tests are about reading and encoding
+
+
 def run(inputs, out, **kw):
-    kw = {"tokenizer": "bytes", "progress": False, "num_workers": 1} | kw
+    kw = {"tokenizer": "bytes", "progress": False, "num_workers": 1, "clean": NO_CLEANING} | kw
     return prepare(inputs, out, **kw)
 
 
@@ -206,13 +210,13 @@ def test_prepare_text_files(tmp_path):
     src, texts = docs_corpus(tmp_path, 30)
     meta = run([src], tmp_path / "out", val_fraction=0.2, seed=1)
     out = tmp_path / "out"
-    assert sorted(os.listdir(out)) == ["merges.txt", "meta.json", "special_tokens_map.json", "tokenizer_config.json", "train_000000.bin", "val_000000.bin", "vocab.json"]
+    assert sorted(os.listdir(out)) == ["DATACARD.md", "datacard.json", "merges.txt", "meta.json", "special_tokens_map.json", "tokenizer_config.json", "train_000000.bin", "val_000000.bin", "vocab.json"]
     assert meta == json.loads((out / "meta.json").read_text())
     assert (meta["format"], meta["dtype"], meta["vocab_size"], meta["eot_id"], meta["tokenizer"]) == ("gptkit-shards-v1", "uint16", 257, 256, "bytes")
     train, val = meta["splits"]["train"], meta["splits"]["val"]
     assert train["documents"] + val["documents"] == meta["documents"] == 30 and val["documents"] > 0
     # each split is its documents' tokens + eot, in corpus order, and every count adds up
-    in_val = [prepare_module._is_val(1, i, 0.2) for i in range(30)]
+    in_val = [prepare_module._is_val(1, i, 0, 0.2) for i in range(30)]  # source i, its document 0
     for name, split, want in (("train", train, False), ("val", val, True)):
         docs = [t for t, v in zip(texts, in_val) if v == want]
         assert split_tokens(out, name).tolist() == expected(B, docs)

@@ -1,6 +1,6 @@
 import pytest
 
-from gptkit.clean.pii import luhn_ok, scan
+from gptkit.data.pii import luhn_ok, scan
 
 IN_CONTEXT = [
     ("EMAIL", "Write to jane.doe+list@mail.example.org if it breaks.", "Write to <EMAIL> if it breaks."),

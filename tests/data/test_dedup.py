@@ -1,10 +1,9 @@
 import random
 
 import numpy as np
-import pytest
 from datasketch import MinHash
 
-from gptkit.clean.dedup import Deduper, MinHasher, exact_digest, shingle_hashes
+from gptkit.data.dedup import Deduper, MinHasher, exact_digest, shingle_hashes
 
 WORDS = ("time person year way day thing man world life hand part child eye woman place work week case point "
          "government company number group problem fact be have do say get make go know take see come think look "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gptkit.errors import GptkitError
+from ..errors import GptkitError
 
 LANGUAGE_CHARS = 4096
 MIN_LANGUAGE_PROB = 0.5

@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from gptkit.files import write_json, write_text
+from ..files import atomic_path, write_json, write_text
 
 FORMAT = "gptkit-datacard-v1"
 FILES = ("DATACARD.md", "datacard.json")
@@ -100,8 +100,8 @@ def render(card: dict) -> str:
         "",
         "## Result",
         "",
-        f"{_n(card['documents']['read'])} documents read, {_n(card['documents']['kept'])} kept "
-        f"(val fraction {card['val_fraction']}, seed {card['seed']}).",
+        (f"{_n(card['documents']['read'])} documents read, {_n(card['documents']['kept'])} kept "
+        f"(val fraction {card['val_fraction']}, seed {card['seed']})."),
         "",
         "| split | documents | tokens | bytes of text |",
         "|---|---:|---:|---:|",
@@ -113,16 +113,16 @@ def render(card: dict) -> str:
     lines += ["", "## Deduplication", ""]
     if d["enabled"]:
         lines += [
-            f"Exact duplicates ({d.get('exact')}) and near duplicates ({d.get('method')}, Jaccard >= "
+            (f"Exact duplicates ({d.get('exact')}) and near duplicates ({d.get('method')}, Jaccard >= "
             f"{d.get('jaccard_threshold')}, {d.get('num_perm')} permutations in {d.get('bands')} bands of {d.get('rows')}), "
-            "first occurrence kept, across the whole corpus and both splits.",
+            "first occurrence kept, across the whole corpus and both splits."),
             "",
             "| removed | documents | bytes | of them across splits |",
             "|---|---:|---:|---:|",
-            f"| exact duplicates | {_n(d['removed']['exact']['documents'])} | {_n(d['removed']['exact']['bytes'])} | "
-            f"{_n(d['removed_across_splits'].get('exact_duplicate', 0))} |",
-            f"| near duplicates | {_n(d['removed']['near']['documents'])} | {_n(d['removed']['near']['bytes'])} | "
-            f"{_n(d['removed_across_splits'].get('near_duplicate', 0))} |",
+            (f"| exact duplicates | {_n(d['removed']['exact']['documents'])} | {_n(d['removed']['exact']['bytes'])} | "
+            f"{_n(d['removed_across_splits'].get('exact_duplicate', 0))} |"),
+            (f"| near duplicates | {_n(d['removed']['near']['documents'])} | {_n(d['removed']['near']['bytes'])} | "
+            f"{_n(d['removed_across_splits'].get('near_duplicate', 0))} |"),
         ]
     else:
         lines.append("Off (`--keep-duplicates`): duplicates were kept.")
@@ -150,9 +150,9 @@ def render(card: dict) -> str:
         "",
         "## Reading",
         "",
-        f"{_n(r['files'])} files read; {_n(r['skipped_binary_files'])} binary files skipped; "
+        (f"{_n(r['files'])} files read; {_n(r['skipped_binary_files'])} binary files skipped; "
         f"{_n(r['empty_documents'])} empty documents left out; undecodable bytes: policy `{de.get('policy')}`, "
-        f"{_n(de.get('replaced_documents', 0))} documents repaired, {_n(de.get('skipped_documents', 0))} skipped.",
+        f"{_n(de.get('replaced_documents', 0))} documents repaired, {_n(de.get('skipped_documents', 0))} skipped."),
         "",
     ]
     return "\n".join(lines)
@@ -171,5 +171,6 @@ def copy(data_dir: str | os.PathLike, run_dir: str | os.PathLike) -> bool:
         return False
     for name in FILES:
         if (data_dir / name).is_file():
-            shutil.copyfile(data_dir / name, run_dir / name)
+            with atomic_path(run_dir / name) as tmp:
+                shutil.copyfile(data_dir / name, tmp)
     return True

@@ -1,7 +1,7 @@
-"""Readers for the formats of the field: Parquet, Arrow shards of Hugging Face `datasets`
-directories, Hub datasets streamed through `datasets`, and zstd/gzip-compressed text and JSONL.
+"""Readers for the formats of the field: Parquet (pyarrow, a row group at a time), Arrow shards
+of Hugging Face `datasets` directories, Hub datasets streamed through `datasets`, and zstd streams.
 
-Each reader yields pieces as the corpus reader does: (text, source, is_last_piece, disk_bytes).
+Each reader yields whole documents as (text, source, disk_bytes); corpus.py cuts long ones.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from gptkit.errors import GptkitError
+from ..errors import GptkitError
 
 ROWS_PER_BATCH = 1024
 HUB_PREFIX = "hf:"
@@ -46,20 +46,7 @@ def hf_dir_files(path: Path, split: str | None) -> list[Path]:
     return files
 
 
-def _split_long(text: str, source: str, disk: int) -> Iterator[tuple[str, str, bool, int]]:
-    """One document as pieces of about PIECE_CHARS, cut where tokens cannot change."""
-    from gptkit.data import PIECE_CHARS, _last_safe_cut
-
-    while len(text) > 2 * PIECE_CHARS:
-        cut = _last_safe_cut(text[: PIECE_CHARS], 0)
-        if cut <= 0:
-            break
-        yield text[:cut], source, False, 0
-        text = text[cut:]
-    yield text, source, True, disk
-
-
-def _column_pieces(batches, field: str, where: str, size: int, total_rows: int | None, stats) -> Iterator[tuple[str, str, bool, int]]:
+def _column_docs(batches, field: str, where: str, size: int, total_rows: int | None, stats) -> Iterator[tuple[str, str, int]]:
     """Rows of a string column, from an iterator of pyarrow tables/record batches."""
     row, done_bytes = 0, 0
     for batch in batches:
@@ -75,7 +62,7 @@ def _column_pieces(batches, field: str, where: str, size: int, total_rows: int |
                 continue
             if not isinstance(text, str):
                 raise GptkitError(f"{source}: field {field!r} is a {type(text).__name__}, not a string")
-            yield from _split_long(text, source, disk)
+            yield text, source, disk
         row += len(values)
 
 
@@ -90,7 +77,7 @@ def _check_column(schema, field: str, where: str, what: str) -> None:
         raise GptkitError(f"{where}: column {field!r} holds {t}, not strings; choose the text column with --field")
 
 
-def parquet_pieces(path: Path, field: str, stats) -> Iterator[tuple[str, str, bool, int]]:
+def parquet_docs(path: Path, field: str, stats) -> Iterator[tuple[str, str, int]]:
     """One document per row, read a row group at a time (batches of ROWS_PER_BATCH rows)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -99,12 +86,12 @@ def parquet_pieces(path: Path, field: str, stats) -> Iterator[tuple[str, str, bo
         pf = pq.ParquetFile(path)
         _check_column(pf.schema_arrow, field, str(path), "Parquet file")
         total = pf.metadata.num_rows
-        yield from _column_pieces(pf.iter_batches(batch_size=ROWS_PER_BATCH, columns=[field]), field, str(path), path.stat().st_size, total, stats)
+        yield from _column_docs(pf.iter_batches(batch_size=ROWS_PER_BATCH, columns=[field]), field, str(path), path.stat().st_size, total, stats)
     except (pa.ArrowException, OSError) as e:
         raise GptkitError(f"{path}: not a readable Parquet file ({e})") from None
 
 
-def arrow_pieces(path: Path, field: str, stats) -> Iterator[tuple[str, str, bool, int]]:
+def arrow_docs(path: Path, field: str, stats) -> Iterator[tuple[str, str, int]]:
     """One Arrow shard of a datasets directory, memory-mapped by `datasets`."""
     import pyarrow as pa
 
@@ -116,12 +103,12 @@ def arrow_pieces(path: Path, field: str, stats) -> Iterator[tuple[str, str, bool
         ds = datasets.Dataset.from_file(str(path))
         _check_column(ds.data.schema, field, str(path), "dataset")
         batches = ds.select_columns([field]).with_format("arrow").iter(batch_size=ROWS_PER_BATCH)
-        yield from _column_pieces(batches, field, str(path), path.stat().st_size, ds.num_rows, stats)
+        yield from _column_docs(batches, field, str(path), path.stat().st_size, ds.num_rows, stats)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise GptkitError(f"{path}: not a readable datasets Arrow file ({e})") from None
 
 
-def hub_pieces(name: str, field: str, split: str, stats) -> Iterator[tuple[str, str, bool, int]]:
+def hub_docs(name: str, field: str, split: str, stats) -> Iterator[tuple[str, str, int]]:
     """A Hub dataset id (or a local dataset directory/script path) streamed by `datasets`:
     `hf:owner/name` or `hf:owner/name:config`; rows are fetched as they are encoded."""
     try:
@@ -139,7 +126,7 @@ def hub_pieces(name: str, field: str, split: str, stats) -> Iterator[tuple[str, 
                     raise GptkitError(f"{name}: no column {field!r} in this dataset (columns: {', '.join(batch)}); choose the text column with --field")
                 yield batch
 
-        yield from _column_pieces(batches(), field, name, 0, None, stats)
+        yield from _column_docs(batches(), field, name, 0, None, stats)
     except GptkitError:
         raise
     except Exception as e:  # datasets raises many types for "not found", "offline", "no such split"
@@ -147,12 +134,42 @@ def hub_pieces(name: str, field: str, split: str, stats) -> Iterator[tuple[str, 
         raise GptkitError(f"{name}: cannot stream this dataset ({type(e).__name__}: {msg})") from None
 
 
+class _ZstdStream(io.RawIOBase):
+    """Decompressed bytes of a .zst file (several frames in a row too). zstandard's own
+    stream_reader ends quietly at a truncated frame; this says so."""
+
+    def __init__(self, raw, zstandard):
+        self.raw, self.z = raw, zstandard
+        self.d = zstandard.ZstdDecompressor().decompressobj()
+        self.buf, self.started = b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self.buf:
+            chunk = self.raw.read(1 << 20)
+            if not chunk:
+                if self.started and not self.d.eof:
+                    raise self.z.ZstdError("the stream ends inside a frame (truncated)")
+                return 0
+            while chunk:
+                if self.d.eof:  # the next frame
+                    self.d = self.z.ZstdDecompressor().decompressobj()
+                self.started = True
+                self.buf += self.d.decompress(chunk)
+                chunk = self.d.unused_data if self.d.eof else b""
+        n = min(len(b), len(self.buf))
+        b[:n], self.buf = self.buf[:n], self.buf[n:]
+        return n
+
+
 def open_zstd(raw) -> io.BufferedReader:
     try:
         import zstandard
     except ImportError:
         raise GptkitError("reading .zst files needs the zstandard package: pip install 'gptkit[data]'") from None
-    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False), 1 << 20)
+    return io.BufferedReader(_ZstdStream(raw, zstandard), 1 << 20)
 
 
 def zstd_errors() -> tuple[type, ...]:

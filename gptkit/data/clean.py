@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gptkit.errors import GptkitError
-
-from . import dedup, filters as filt, pii
+from ..errors import GptkitError
+from . import dedup, pii
+from . import filters as filt
+from .dedup import THRESHOLD
 
 REASONS = ("min_chars", "max_non_text", "language", "pii", "exact_duplicate", "near_duplicate")
 
@@ -23,7 +24,7 @@ REASONS = ("min_chars", "max_non_text", "language", "pii", "exact_duplicate", "n
 class CleanConfig:
     pii: str = "redact"  # redact | drop | keep
     dedup: bool = True
-    threshold: float = dedup.THRESHOLD
+    threshold: float = THRESHOLD
     filters: filt.Filters = field(default_factory=filt.Filters)
 
     def __post_init__(self):
@@ -137,6 +138,7 @@ class CleanStats:
         return reason
 
     def dedup(self, deduper: dedup.Deduper | None, digest: bytes, sig: np.ndarray | None, split: str, nbytes: int) -> str | None:
+        """Check one document against those kept before it; the reason it goes, if it does."""
         if deduper is None:
             return None
         found = deduper.check(digest, sig, split)
@@ -177,4 +179,4 @@ class CleanStats:
 # The per-document table a part writes for its merge (documents that passed filters and PII).
 def docs_dtype(num_perm: int = dedup.NUM_PERM) -> np.dtype:
     return np.dtype([("split", "u1"), ("start", "<u8"), ("tokens", "<u8"), ("bytes", "<u8"),
-                     ("digest", "S16"), ("sig", "<u4", (num_perm,))])
+                     ("digest", "u1", (16,)), ("sig", "<u4", (num_perm,))])
