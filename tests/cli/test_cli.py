@@ -30,8 +30,10 @@ TRAIN = ["--preset", "tiny", "--block-size", "64", "--batch-size", "16", "--lr",
                                                    ("gpt2", [], 200)])
 def test_prepare_train_eval_generate(tmp_path, capsys, corpus, tokenizer, extra, iters):
     data, run_dir = tmp_path / "data", tmp_path / "run"
+    # --keep-duplicates: the docstring corpus repeats inherited docstrings; this test is about the
+    # commands working together (dedup is tested in tests/data), with the margin measured on it
     code, out, err = run(capsys, "prepare", str(corpus), "--tokenizer", tokenizer, *extra, "--out", str(data),
-                         "--val-fraction", "0.15", "--workers", "1", "-q")
+                         "--val-fraction", "0.15", "--workers", "1", "--keep-duplicates", "-q")
     assert code == 0, err
     assert "tokens" in out and "MB/s" in out
     code, out, err = run(capsys, "train", "--data", str(data), "--out", str(run_dir), "--max-iters", str(iters),
