@@ -165,3 +165,11 @@ def test_train_copies_the_data_card_into_the_run(tmp_path):
                       max_iters=1, warmup_iters=1, eval_interval=1, eval_iters=1, progress=False, dtype="float32"))
     for name in ("DATACARD.md", "datacard.json"):
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "data" / name).read_bytes()
+
+
+def test_a_bpe_is_trained_on_redacted_text(tmp_path):
+    texts = [f"write to someone.special.address{i}@example.com about it\n" * 20 for i in range(3)]
+    run([corpus(tmp_path, texts)], tmp_path / "out", tokenizer="bpe", vocab_size=300, val_fraction=0)
+    from gptkit.tokenizer import Tokenizer
+    vocab = b"".join(Tokenizer.load(tmp_path / "out").ranks)
+    assert b"special" not in vocab and b"<EMAIL>" in b"".join(Tokenizer.load(tmp_path / "out").ranks) or b"EMAIL" in vocab
