@@ -171,5 +171,6 @@ def test_a_bpe_is_trained_on_redacted_text(tmp_path):
     texts = [f"write to someone.special.address{i}@example.com about it\n" * 20 for i in range(3)]
     run([corpus(tmp_path, texts)], tmp_path / "out", tokenizer="bpe", vocab_size=300, val_fraction=0)
     from gptkit.tokenizer import Tokenizer
-    vocab = b"".join(Tokenizer.load(tmp_path / "out").ranks)
-    assert b"special" not in vocab and b"<EMAIL>" in b"".join(Tokenizer.load(tmp_path / "out").ranks) or b"EMAIL" in vocab
+    vocab = Tokenizer.load(tmp_path / "out").ranks
+    assert not any(b"special" in t or b"example" in t for t in vocab)  # the address never reached the trainer
+    assert any(b"EMAIL" in t for t in vocab)  # its placeholder did
