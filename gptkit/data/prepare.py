@@ -31,9 +31,10 @@ from tqdm import tqdm
 from ..errors import GptkitError
 from ..tokenizer import Tokenizer, load_tokenizer, train_bpe
 from . import datacard
-from .clean import CleanConfig, CleanStats, DocState, clean_piece, docs_dtype
+from .clean import CleanConfig, CleanStats, DocState, clean_piece, cleaning_summary, docs_dtype
 from .corpus import ReadStats, Source, _as_list, _check_policy, _iter_pieces, _list_files
 from .dedup import Deduper
+from .pii import scan as pii_scan
 from .shards import FORMAT
 
 PART_FORMAT = "gptkit-part-v1"
@@ -286,7 +287,7 @@ def prepare(
         if isinstance(tokenizer, Tokenizer):
             tok = tokenizer
         elif tokenizer == "bpe":
-            tok = _train_on(files, field, on_decode_error, vocab_size, total_disk, progress)
+            tok = _train_on(files, field, on_decode_error, vocab_size, total_disk, progress, clean)
         else:
             tok = load_tokenizer(tokenizer)
         meta = _encode_corpus(mine, lo, tmp, tok, field, val_fraction, seed, shard_tokens, num_workers, on_decode_error,
@@ -307,7 +308,9 @@ def prepare(
     return meta
 
 
-def _train_on(files, field, on_decode_error, vocab_size, total_disk, progress) -> Tokenizer:
+def _train_on(files, field, on_decode_error, vocab_size, total_disk, progress, clean: CleanConfig | None = None) -> Tokenizer:
+    """Train the BPE on the text as it will be encoded: PII redacted first, so that no e-mail
+    address or key can become a vocabulary entry."""
     stats = ReadStats(policy=on_decode_error)
     bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="train bpe", disable=not progress, file=sys.stderr)
     seen = 0
@@ -317,7 +320,7 @@ def _train_on(files, field, on_decode_error, vocab_size, total_disk, progress) -
         for text, _, _, disk in _iter_pieces(files, field, stats):
             seen += 1
             bar.update(disk)
-            yield text
+            yield pii_scan(text)[0] if clean is not None and clean.pii != "keep" else text
 
     with bar:
         tok = train_bpe(texts(), vocab_size)
@@ -476,24 +479,5 @@ def format_summary(meta: dict, seconds: float) -> str:
         f"{meta['documents']:,} documents ({train['documents']:,} train / {val['documents']:,} val), "
         f"{nbytes / 1e6:,.1f} MB -> {tokens:,} tokens ({train['tokens']:,} train / {val['tokens']:,} val), "
         f"{nbytes / max(tokens, 1):.2f} bytes/token, {seconds:.1f} s at {nbytes / 1e6 / max(seconds, 1e-9):.1f} MB/s"
-        + _cleaning_summary(meta)
+        + cleaning_summary(meta)
     )
-
-
-def _cleaning_summary(meta: dict) -> str:
-    c = (meta.get("cleaning") or {}).get("stats")
-    if not c:
-        return ""
-    removed = c["removed"]
-    parts = []
-    if meta["cleaning"]["config"]["dedup"]:
-        parts.append(f"{removed['exact_duplicate']['documents']:,} exact + {removed['near_duplicate']['documents']:,} near "
-                     "duplicates removed")
-    if meta["cleaning"]["config"]["pii"] != "keep":
-        found = sum(c["pii_found"].values())
-        verb = "redacted" if meta["cleaning"]["config"]["pii"] == "redact" else f"found ({removed['pii']['documents']:,} documents dropped)"
-        parts.append(f"{found:,} PII findings {verb}")
-    filtered = sum(removed[k]["documents"] for k in ("min_chars", "max_non_text", "language"))
-    if filtered:
-        parts.append(f"{filtered:,} documents filtered")
-    return "; " + ", ".join(parts) if parts else ""
