@@ -180,3 +180,23 @@ class CleanStats:
 def docs_dtype(num_perm: int = dedup.NUM_PERM) -> np.dtype:
     return np.dtype([("split", "u1"), ("start", "<u8"), ("tokens", "<u8"), ("bytes", "<u8"),
                      ("digest", "u1", (16,)), ("sig", "<u4", (num_perm,))])
+
+
+def cleaning_summary(meta: dict) -> str:
+    """"; N exact + M near duplicates removed, K PII findings redacted" for the summary line."""
+    c = (meta.get("cleaning") or {}).get("stats")
+    if not c:
+        return ""
+    removed = c["removed"]
+    parts = []
+    if meta["cleaning"]["config"]["dedup"]:
+        parts.append(f"{removed['exact_duplicate']['documents']:,} exact + {removed['near_duplicate']['documents']:,} near "
+                     "duplicates removed")
+    if meta["cleaning"]["config"]["pii"] != "keep":
+        found = sum(c["pii_found"].values())
+        verb = "redacted" if meta["cleaning"]["config"]["pii"] == "redact" else f"found ({removed['pii']['documents']:,} documents dropped)"
+        parts.append(f"{found:,} PII findings {verb}")
+    filtered = sum(removed[k]["documents"] for k in ("min_chars", "max_non_text", "language"))
+    if filtered:
+        parts.append(f"{filtered:,} documents filtered")
+    return "; " + ", ".join(parts) if parts else ""

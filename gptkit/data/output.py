@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import OptionError
 from ..files import check_parent_dirs
 from ..tokenizer import TOKENIZER_FILES
+from .clean import cleaning_summary
 from .shards import FORMAT, PART_FORMAT
 
 
@@ -111,27 +112,8 @@ def format_summary(meta: dict, seconds: float) -> str:
         (meta.get("empty_documents", 0), "{} skipped", "empty document"),
     ]
     notes = [text.format(f"{n:,} {_plural(n, what)}") for n, text, what in left_out if n]
-    return line + _cleaning_summary(meta) + ("; " + ", ".join(notes) if notes else "")
+    return line + cleaning_summary(meta) + ("; " + ", ".join(notes) if notes else "")
 
 
 def _plural(n: int, word: str) -> str:
     return word if n == 1 else word + "s"
-
-
-def _cleaning_summary(meta: dict) -> str:
-    c = (meta.get("cleaning") or {}).get("stats")
-    if not c:
-        return ""
-    removed = c["removed"]
-    parts = []
-    if meta["cleaning"]["config"]["dedup"]:
-        parts.append(f"{removed['exact_duplicate']['documents']:,} exact + {removed['near_duplicate']['documents']:,} near "
-                     "duplicates removed")
-    if meta["cleaning"]["config"]["pii"] != "keep":
-        found = sum(c["pii_found"].values())
-        verb = "redacted" if meta["cleaning"]["config"]["pii"] == "redact" else f"found ({removed['pii']['documents']:,} documents dropped)"
-        parts.append(f"{found:,} PII findings {verb}")
-    filtered = sum(removed[k]["documents"] for k in ("min_chars", "max_non_text", "language"))
-    if filtered:
-        parts.append(f"{filtered:,} documents filtered")
-    return "; " + ", ".join(parts) if parts else ""

@@ -38,6 +38,7 @@ from .clean import CleanConfig, CleanStats, DocState, clean_piece, docs_dtype
 from .corpus import ReadStats, Source, _as_list, _check_policy, _iter_pieces, _list_files, check_input_size, text_bytes
 from .dedup import Deduper
 from .output import check_out_dir, move_into_place, split_warnings
+from .pii import scan as pii_scan
 from .shards import FORMAT, PART_FORMAT
 
 MAX_BPE_VOCAB = 1 << 20  # past a million ids a vocabulary is a mistake, and the trainer would run out of memory
@@ -295,7 +296,7 @@ def prepare(
         if isinstance(tokenizer, Tokenizer):
             tok = tokenizer
         elif tokenizer == "bpe":
-            tok = _train_on(files, field, on_decode_error, vocab_size, total_disk, progress)
+            tok = _train_on(files, field, on_decode_error, vocab_size, total_disk, progress, clean)
         else:
             tok = load_tokenizer(tokenizer)
         meta = _encode_corpus(mine, lo, tmp, tok, field, val_fraction, seed, shard_tokens, num_workers, on_decode_error,
@@ -320,7 +321,9 @@ def prepare(
     return meta
 
 
-def _train_on(files, field, on_decode_error, vocab_size, total_disk, progress) -> Tokenizer:
+def _train_on(files, field, on_decode_error, vocab_size, total_disk, progress, clean: CleanConfig | None = None) -> Tokenizer:
+    """Train the BPE on the text as it will be encoded: PII redacted first, so that no e-mail
+    address or key can become a vocabulary entry."""
     stats = ReadStats(policy=on_decode_error)
     bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="train bpe", disable=not progress, file=sys.stderr,
                leave=False)
@@ -331,7 +334,7 @@ def _train_on(files, field, on_decode_error, vocab_size, total_disk, progress) -
         for text, _, _, disk in _iter_pieces(files, field, stats):
             seen += 1
             bar.update(disk)
-            yield text
+            yield pii_scan(text)[0] if clean is not None and clean.pii != "keep" else text
 
     with bar:
         tok = train_bpe(texts(), vocab_size)

@@ -63,8 +63,8 @@ def config_from_hf(d: dict[str, Any], source: str = CONFIG_FILE) -> GPTConfig:
     model_type = d.get("model_type", "gpt2" if not archs or any(a.startswith("GPT2") for a in archs) else None)
     if model_type != "gpt2":
         what = f"model_type {model_type!r}" if model_type else f"architectures {archs}"
-        raise GptkitError(f"{source}: {what} is not the GPT-2 architecture (gptkit loads GPT-2 "
-                          "models only: model_type 'gpt2')")
+        raise GptkitError(f"{source}: {what} is not an architecture gptkit loads (GPT-2: model_type 'gpt2'; "
+                          "and the Llama / Qwen3 shapes gptkit saves: 'llama', 'qwen3')")
     other = [a for a in archs if a not in _LM_ARCHITECTURES]
     if other:
         raise GptkitError(f"{source}: architecture {other[0]} is not a GPT-2 language model (gptkit loads "

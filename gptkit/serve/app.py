@@ -285,9 +285,30 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             if tokens > 1:
                 metrics.tpot.observe((end - first) / (tokens - 1))
 
+    def stream(chunks: AsyncIterator[tuple[list[dict[str, Any]], bool]], base: dict[str, Any],
+               usage: dict[str, int], t0: float, include_usage: bool) -> Response:
+        """Server-sent events in OpenAI's format: a chunk per (choices, carries a token) pair, an
+        error object if the request ends early (timeout), the usage chunk when asked, then [DONE]."""
+        from sse_starlette import EventSourceResponse
+
+        async def gen() -> AsyncIterator[dict[str, str]]:
+            first = None
+            try:
+                async for choices, is_token in chunks:
+                    if is_token:
+                        first = first or time.monotonic()
+                    yield sse({**base, "choices": choices})
+            except APIError as e:
+                yield sse({"error": {"message": e.message, "type": e.type, "param": None, "code": e.code}})
+            observe(t0, first, time.monotonic(), usage["completion_tokens"])
+            if include_usage:
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                yield sse({**base, "choices": [], "usage": usage})
+            yield {"data": "[DONE]"}
+        return EventSourceResponse(gen(), sep="\n", ping=15)
+
     # ------------------------------------------------------------------ response shapes
     async def run_completion(job: Job, request: Request) -> Response:
-        from sse_starlette import EventSourceResponse
         handle, t0, deadline = start(job)
         total = len(job.prompts) * job.n
         rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
@@ -296,38 +317,27 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         want_lp = job.params.logprobs is not None
 
         if job.stream:
-            async def gen() -> AsyncIterator[dict[str, str]]:
-                first, sent_prompt = None, set()
-                try:
-                    async for ev in events(handle, total, deadline, None):
-                        prompt_text = job.prompt_texts[ev.index // job.n]
-                        if ev.kind == "prompt":
-                            sent_prompt.add(ev.index)
-                            yield sse({**base, "choices": [{"index": ev.index, "text": prompt_text, "logprobs":
-                                       completion_logprobs(ev.tokens) if want_lp else None, "finish_reason": None}]})
-                            continue
-                        if job.echo and ev.index not in sent_prompt:
-                            sent_prompt.add(ev.index)
-                            yield sse({**base, "choices": [{"index": ev.index, "text": prompt_text,
-                                                             "logprobs": None, "finish_reason": None}]})
-                        shift = len(prompt_text) if job.echo else 0
-                        if ev.kind == "delta":
-                            first = first or time.monotonic()
-                            yield sse({**base, "choices": [{"index": ev.index, "text": ev.text, "logprobs":
-                                       completion_logprobs(ev.tokens, shift) if want_lp else None,
-                                       "finish_reason": None}]})
-                        elif ev.kind == "finish":
-                            usage["completion_tokens"] += ev.completion_tokens
-                            yield sse({**base, "choices": [{"index": ev.index, "text": "", "logprobs": None,
-                                                             "finish_reason": ev.reason}]})
-                except APIError as e:
-                    yield sse({"error": {"message": e.message, "type": e.type, "param": None, "code": e.code}})
-                observe(t0, first, time.monotonic(), usage["completion_tokens"])
-                if job.include_usage:
-                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                    yield sse({**base, "choices": [], "usage": usage})
-                yield {"data": "[DONE]"}
-            return EventSourceResponse(gen(), sep="\n", ping=15)
+            async def chunks() -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
+                sent_prompt = set()
+                async for ev in events(handle, total, deadline, None):
+                    prompt_text = job.prompt_texts[ev.index // job.n]
+                    if ev.kind == "prompt":
+                        sent_prompt.add(ev.index)
+                        yield [{"index": ev.index, "text": prompt_text, "logprobs":
+                                completion_logprobs(ev.tokens) if want_lp else None, "finish_reason": None}], False
+                        continue
+                    if job.echo and ev.index not in sent_prompt:
+                        sent_prompt.add(ev.index)
+                        yield [{"index": ev.index, "text": prompt_text, "logprobs": None, "finish_reason": None}], False
+                    shift = len(prompt_text) if job.echo else 0
+                    if ev.kind == "delta":
+                        yield [{"index": ev.index, "text": ev.text, "logprobs":
+                                completion_logprobs(ev.tokens, shift) if want_lp else None,
+                                "finish_reason": None}], True
+                    elif ev.kind == "finish":
+                        usage["completion_tokens"] += ev.completion_tokens
+                        yield [{"index": ev.index, "text": "", "logprobs": None, "finish_reason": ev.reason}], False
+            return stream(chunks(), base, usage, t0, job.include_usage)
 
         texts = [""] * total
         lps: list[list[TokenInfo]] = [[] for _ in range(total)]
@@ -361,7 +371,6 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         return JSONResponse({**base, "choices": choices, "usage": usage})
 
     async def run_chat(job: Job, request: Request) -> Response:
-        from sse_starlette import EventSourceResponse
         handle, t0, deadline = start(job)
         total = job.n
         rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -371,30 +380,18 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         want_lp = job.params.logprobs is not None
 
         if job.stream:
-            async def gen() -> AsyncIterator[dict[str, str]]:
-                first = None
+            async def chunks() -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
                 for i in range(total):
-                    yield sse({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                                     "logprobs": None, "finish_reason": None}]})
-                try:
-                    async for ev in events(handle, total, deadline, None):
-                        if ev.kind == "delta":
-                            first = first or time.monotonic()
-                            yield sse({**base, "choices": [{"index": ev.index, "delta": {"content": ev.text},
-                                       "logprobs": chat_logprobs(ev.tokens) if want_lp else None,
-                                       "finish_reason": None}]})
-                        elif ev.kind == "finish":
-                            usage["completion_tokens"] += ev.completion_tokens
-                            yield sse({**base, "choices": [{"index": ev.index, "delta": {}, "logprobs": None,
-                                                             "finish_reason": ev.reason}]})
-                except APIError as e:
-                    yield sse({"error": {"message": e.message, "type": e.type, "param": None, "code": e.code}})
-                observe(t0, first, time.monotonic(), usage["completion_tokens"])
-                if job.include_usage:
-                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                    yield sse({**base, "choices": [], "usage": usage})
-                yield {"data": "[DONE]"}
-            return EventSourceResponse(gen(), sep="\n", ping=15)
+                    yield [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                            "finish_reason": None}], False
+                async for ev in events(handle, total, deadline, None):
+                    if ev.kind == "delta":
+                        yield [{"index": ev.index, "delta": {"content": ev.text},
+                                "logprobs": chat_logprobs(ev.tokens) if want_lp else None, "finish_reason": None}], True
+                    elif ev.kind == "finish":
+                        usage["completion_tokens"] += ev.completion_tokens
+                        yield [{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": ev.reason}], False
+            return stream(chunks(), base, usage, t0, job.include_usage)
 
         texts = [""] * total
         lps: list[list[TokenInfo]] = [[] for _ in range(total)]

@@ -50,7 +50,7 @@ def detect_format(path: str | os.PathLike, format: str | None = None) -> str:
             ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "jsonl")
 
 
-def _records(path: Path, fmt: str) -> Iterable[tuple[int, dict[str, Any]]]:
+def read_records(path: Path, fmt: str) -> Iterable[tuple[int, dict[str, Any]]]:
     """(1-based line or row number, record) in file order."""
     if fmt == "jsonl":
         with open(path, encoding="utf-8") as f:
@@ -106,32 +106,32 @@ def read_examples(path: str | os.PathLike, source_field: str = "source", target_
         raise GptkitError(f"{path}: no such file")
     fmt = detect_format(path, format)
     out = []
-    for line, rec in _records(path, fmt):
+    for line, rec in read_records(path, fmt):
         where = f"{path}:{line}" if fmt != "parquet" else f"{path}: row {line}"
-        if source_field not in rec:
-            raise GptkitError(f"{where}: no field {source_field!r} (fields: {', '.join(map(str, rec)) or 'none'}; "
-                              "choose the field with --source-field)")
-        src = rec[source_field]
-        if not isinstance(src, str):
-            raise GptkitError(f"{where}: field {source_field!r} is {type(src).__name__}, not text")
-        if not src.strip():
-            raise GptkitError(f"{where}: empty source ({source_field!r})")
+        src = _text_field(rec, source_field, where, "source")
         tgt = None
         if target_field is not None and (require_target or target_field in rec):
-            if target_field not in rec:
-                raise GptkitError(f"{where}: no field {target_field!r} (fields: {', '.join(map(str, rec))}; "
-                                  "choose the field with --target-field)")
-            tgt = rec[target_field]
-            if not isinstance(tgt, str):
-                raise GptkitError(f"{where}: field {target_field!r} is {type(tgt).__name__}, not text")
-            if not tgt.strip():
-                raise GptkitError(f"{where}: empty target ({target_field!r})")
+            tgt = _text_field(rec, target_field, where, "target")
         group = rec.get(group_field) if group_field else None
         extra = {k: v for k, v in rec.items() if k not in (source_field, target_field)}
         out.append(Example(src, tgt, f"{path}:{line}", str(group) if group is not None else None, extra))
     if not out:
         raise GptkitError(f"{path}: no examples")
     return out
+
+
+def _text_field(rec: dict[str, Any], field: str, where: str, role: str) -> str:
+    """rec[field], checked to be non-empty text; role ("source" or "target") names the flag that
+    chooses the field."""
+    if field not in rec:
+        raise GptkitError(f"{where}: no field {field!r} (fields: {', '.join(map(str, rec)) or 'none'}; "
+                          f"choose the field with --{role}-field)")
+    value = rec[field]
+    if not isinstance(value, str):
+        raise GptkitError(f"{where}: field {field!r} is {type(value).__name__}, not text")
+    if not value.strip():
+        raise GptkitError(f"{where}: empty {role} ({field!r})")
+    return value
 
 
 def split_of(key: str, val_fraction: float, test_fraction: float, seed: int) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 from gptkit.errors import GptkitError
 
-from .data import Example
+from .data import Example, read_records
 from .templates import Template
 
 ON_LONG = ("error", "truncate")
@@ -212,14 +212,8 @@ def read_outputs(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise GptkitError(f"{path}: no such file")
     rows = []
-    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GptkitError(f"{path}:{k}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "output" not in row:
+    for k, row in read_records(path, "jsonl"):
+        if "output" not in row:
             raise GptkitError(f"{path}:{k}: no \"output\" field (expected a line written by gptkit summarize/translate)")
         rows.append(row)
     rows.sort(key=lambda r: r.get("index", 0))

@@ -155,3 +155,22 @@ def test_everything_removed_is_one_clear_error(tmp_path):
     with pytest.raises(GptkitError, match="removed by cleaning"):
         run([src], tmp_path / "out", clean=CleanConfig(filters=Filters(min_chars=10**6)))
     assert not (tmp_path / "out").exists()
+
+
+def test_train_copies_the_data_card_into_the_run(tmp_path):
+    from gptkit.train import TrainConfig, train
+    src = corpus(tmp_path, [doc(i, 400) for i in range(6)])
+    run([src], tmp_path / "data", val_fraction=0.3, command="gptkit prepare src")
+    train(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), preset="tiny", block_size=16, batch_size=2,
+                      max_iters=1, warmup_iters=1, eval_interval=1, eval_iters=1, progress=False, dtype="float32"))
+    for name in ("DATACARD.md", "datacard.json"):
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "data" / name).read_bytes()
+
+
+def test_a_bpe_is_trained_on_redacted_text(tmp_path):
+    texts = [f"write to someone.special.address{i}@example.com about it\n" * 20 for i in range(3)]
+    run([corpus(tmp_path, texts)], tmp_path / "out", tokenizer="bpe", vocab_size=300, val_fraction=0)
+    from gptkit.tokenizer import Tokenizer
+    vocab = Tokenizer.load(tmp_path / "out").ranks
+    assert not any(b"special" in t or b"example" in t for t in vocab)  # the address never reached the trainer
+    assert any(b"EMAIL" in t for t in vocab)  # its placeholder did

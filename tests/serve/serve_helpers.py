@@ -75,6 +75,20 @@ def start_server(model_dir: Path, **options) -> ServerThread:
     return ServerThread(build_app(cfg))
 
 
+def start_slow_server(model_dir: Path, step_delay: float, **options) -> ServerThread:
+    """A server whose decode steps each take step_delay seconds longer: easy to fill, and slow
+    enough to watch text arrive and to stop it."""
+    s = start_server(model_dir, model_name="tiny", **options)
+    engine = s.app.state.engine
+    step = engine._step
+
+    def slow_step():
+        time.sleep(step_delay)
+        step()
+    engine._step = slow_step
+    return s
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     return save_tiny(tmp_path_factory.mktemp("serve") / "tiny")

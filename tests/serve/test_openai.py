@@ -232,16 +232,9 @@ def test_api_key(tiny_dir):
 
 @pytest.fixture()
 def slow_server(tiny_dir):
-    """One slot, one queue place, and a decode step slowed to 20 ms: easy to fill."""
-    from serve_helpers import start_server
-    s = start_server(tiny_dir, model_name="tiny", max_batch=1, max_queue=1, timeout=1.5)
-    engine = s.app.state.engine
-    step = engine._step
-
-    def slow_step():
-        time.sleep(0.02)
-        step()
-    engine._step = slow_step
+    """One slot, one queue place, and a decode step slowed by 20 ms: easy to fill."""
+    from serve_helpers import start_slow_server
+    s = start_slow_server(tiny_dir, 0.02, max_batch=1, max_queue=1, timeout=1.5)
     yield s
     s.stop()
 

@@ -38,16 +38,9 @@ def browser():
 
 @pytest.fixture()
 def slow_server(tiny_dir):
-    """Decode steps slowed to 15 ms so that a person (or a test) can watch text arrive and stop it."""
-    from serve_helpers import start_server
-    s = start_server(tiny_dir, model_name="tiny", max_batch=2)
-    engine = s.app.state.engine
-    step = engine._step
-
-    def slow_step():
-        time.sleep(0.015)
-        step()
-    engine._step = slow_step
+    """Decode steps slowed by 15 ms so that a person (or a test) can watch text arrive and stop it."""
+    from serve_helpers import start_slow_server
+    s = start_slow_server(tiny_dir, 0.015, max_batch=2)
     yield s
     s.stop()
 
