@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -20,12 +19,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import GptkitError
-from ..files import remove_stale
 from ..tokenizer import load_tokenizer
 from . import datacard
 from .clean import CleanStats, docs_dtype
 from .dedup import Deduper
-from .output import check_out_dir, move_into_place, split_warnings
+from .output import check_out_dir, split_warnings, staged, write_meta
 from .prepare import SPLITS, _finish_splits, _ShardWriter
 from .shards import FORMAT, PART_FORMAT
 
@@ -138,12 +136,7 @@ def merge(parts: list[str | os.PathLike], out_dir: str | os.PathLike, overwrite:
     m0 = metas[0][1]
     command = command if command is not None else datacard.command_line()
     dtype = np.dtype(m0["dtype"]).newbyteorder("<")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out_dir.parent, f".{out_dir.name}.tmp-", f".{out_dir.name}.old-")
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged(out_dir) as tmp:
         config = m0["cleaning"]["config"]
         deduper = Deduper(config["dedup_threshold"]) if config["dedup"] else None
         writers = {s: _ShardWriter(tmp, s, dtype, m0["shard_tokens"]) for s in SPLITS}
@@ -207,12 +200,7 @@ def merge(parts: list[str | os.PathLike], out_dir: str | os.PathLike, overwrite:
         card = datacard.build(meta, m0["part"]["inputs"], command, parts=len(metas))
         card["part_commands"] = [m["part"]["command"] for _, m in metas]
         datacard.write(tmp, card)
-        meta["written"] = sorted([p.name for p in tmp.iterdir()] + ["meta.json"])
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_meta(tmp, meta)
     return meta
 
 

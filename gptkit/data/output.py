@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import OptionError
-from ..files import check_parent_dirs
+from ..files import check_parent_dirs, remove_stale
 from ..tokenizer import TOKENIZER_FILES
 from .clean import cleaning_summary
 from .shards import FORMAT, PART_FORMAT
@@ -53,6 +55,30 @@ def check_out_dir(out_dir: Path, inputs: list, overwrite: bool) -> None:
         raise OptionError("out", f"{out_dir} holds {foreign[0]}"
                           f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}, which `gptkit prepare` "
                           "did not write: --overwrite replaces only what gptkit made; move it away or choose another --out")
+
+
+@contextmanager
+def staged(out_dir: Path) -> Iterator[Path]:
+    """A fresh hidden directory beside out_dir to write the data into. When the block ends it
+    takes out_dir's place (the old data kept until the new is in place); on any error it is
+    removed, and a killed run's leftovers are removed by the next: never a half-written directory."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out_dir.parent, f".{out_dir.name}.tmp-", f".{out_dir.name}.old-")
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_meta(tmp: Path, meta: dict) -> None:
+    """meta.json, written last, listing every file of the directory (what --overwrite may replace)."""
+    meta["written"] = sorted([p.name for p in tmp.iterdir()] + ["meta.json"])
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
 def move_into_place(tmp: Path, out_dir: Path) -> None:

@@ -16,11 +16,9 @@ prepare writes.
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing as mp
 import numbers
 import os
-import shutil
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -31,13 +29,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import GptkitError, OptionError
-from ..files import remove_stale
 from ..tokenizer import MIN_BPE_VOCAB, Tokenizer, load_tokenizer, train_bpe
 from . import datacard
 from .clean import CleanConfig, CleanStats, DocState, clean_piece, docs_dtype
 from .corpus import ReadStats, Source, _as_list, _check_policy, _iter_pieces, _list_files, check_input_size, text_bytes
 from .dedup import Deduper
-from .output import check_out_dir, move_into_place, split_warnings
+from .output import check_out_dir, split_warnings, staged, write_meta
 from .pii import scan as pii_scan
 from .shards import FORMAT, PART_FORMAT
 
@@ -285,12 +282,7 @@ def prepare(
     part = {"index": shard_index, "count": num_shards, "sources": [lo, hi]} if num_shards > 1 else None
     command = command if command is not None else datacard.command_line()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out_dir.parent, f".{out_dir.name}.tmp-", f".{out_dir.name}.old-")
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged(out_dir) as tmp:
         mine = files[lo:hi]
         total_disk = sum(text_bytes(s) for s in mine)
         if isinstance(tokenizer, Tokenizer):
@@ -312,12 +304,7 @@ def prepare(
                              "on_decode_error": on_decode_error}
         else:
             datacard.write(tmp, datacard.build(meta, inputs_summary(files), command))
-        meta["written"] = sorted([p.name for p in tmp.iterdir()] + ["meta.json"])
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_meta(tmp, meta)
     return meta
 
 

@@ -103,6 +103,15 @@ class Job:
         self.stream, self.include_usage, self.echo = stream, include_usage, echo
 
 
+@dataclass
+class Replies:
+    """A non-streamed request's sequences, gathered to their end from the engine's events."""
+    texts: list[str]
+    tokens: list[list[TokenInfo]]
+    prompt_tokens: list[list[TokenInfo]]  # completions with echo and logprobs only
+    reasons: list[str | None]
+
+
 def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                chat_template: ChatTemplate | None = None) -> FastAPI:
     opts = options or ServerOptions()
@@ -307,6 +316,27 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             yield {"data": "[DONE]"}
         return EventSourceResponse(gen(), sep="\n", ping=15)
 
+    async def collect(job: Job, handle: Handle, total: int, deadline: float, request: Request,
+                      usage: dict[str, int], t0: float) -> Replies | None:
+        """Every sequence of a non-streamed request, to its end (None if the client went away)."""
+        r = Replies([""] * total, [[] for _ in range(total)], [[] for _ in range(total)], [None] * total)
+        first = None
+        async for ev in events(handle, total, deadline, request):
+            if ev.kind == "prompt":
+                for j in range(job.n):  # the prompt's logprobs are the same for all its samples
+                    r.prompt_tokens[ev.index + j] = ev.tokens
+            elif ev.kind == "delta":
+                first = first or time.monotonic()
+                r.texts[ev.index] += ev.text
+                r.tokens[ev.index].extend(ev.tokens)
+            elif ev.kind == "finish":
+                r.reasons[ev.index] = ev.reason
+                usage["completion_tokens"] += ev.completion_tokens
+        if any(reason is None for reason in r.reasons):
+            return None
+        observe(t0, first, time.monotonic(), usage["completion_tokens"])
+        return r
+
     # ------------------------------------------------------------------ response shapes
     async def run_completion(job: Job, request: Request) -> Response:
         handle, t0, deadline = start(job)
@@ -339,34 +369,20 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                         yield [{"index": ev.index, "text": "", "logprobs": None, "finish_reason": ev.reason}], False
             return stream(chunks(), base, usage, t0, job.include_usage)
 
-        texts = [""] * total
-        lps: list[list[TokenInfo]] = [[] for _ in range(total)]
-        plps: list[list[TokenInfo]] = [[] for _ in range(total)]
-        reasons: list[str | None] = [None] * total
-        first = None
-        async for ev in events(handle, total, deadline, request):
-            if ev.kind == "prompt":
-                for j in range(job.n):  # the prompt's logprobs are the same for all its samples
-                    plps[ev.index + j] = ev.tokens
-            elif ev.kind == "delta":
-                first = first or time.monotonic()
-                texts[ev.index] += ev.text
-                lps[ev.index].extend(ev.tokens)
-            elif ev.kind == "finish":
-                reasons[ev.index] = ev.reason
-                usage["completion_tokens"] += ev.completion_tokens
-        if any(r is None for r in reasons):  # the client went away
+        r = await collect(job, handle, total, deadline, request, usage, t0)
+        if r is None:  # the client went away
             return Response(status_code=499)
-        observe(t0, first, time.monotonic(), usage["completion_tokens"])
         choices = []
         for i in range(total):
             prompt_text = job.prompt_texts[i // job.n] if job.echo else ""
             lp = None
             if want_lp:
-                lp = completion_logprobs(plps[i] + lps[i], 0) if job.echo else completion_logprobs(lps[i])
+                lp = (completion_logprobs(r.prompt_tokens[i] + r.tokens[i], 0) if job.echo
+                      else completion_logprobs(r.tokens[i]))
                 if job.echo:
-                    lp["text_offset"] = [t.offset for t in plps[i]] + [t.offset + len(prompt_text) for t in lps[i]]
-            choices.append({"index": i, "text": prompt_text + texts[i], "logprobs": lp, "finish_reason": reasons[i]})
+                    lp["text_offset"] = ([t.offset for t in r.prompt_tokens[i]]
+                                         + [t.offset + len(prompt_text) for t in r.tokens[i]])
+            choices.append({"index": i, "text": prompt_text + r.texts[i], "logprobs": lp, "finish_reason": r.reasons[i]})
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return JSONResponse({**base, "choices": choices, "usage": usage})
 
@@ -393,24 +409,12 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                         yield [{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": ev.reason}], False
             return stream(chunks(), base, usage, t0, job.include_usage)
 
-        texts = [""] * total
-        lps: list[list[TokenInfo]] = [[] for _ in range(total)]
-        reasons: list[str | None] = [None] * total
-        first = None
-        async for ev in events(handle, total, deadline, request):
-            if ev.kind == "delta":
-                first = first or time.monotonic()
-                texts[ev.index] += ev.text
-                lps[ev.index].extend(ev.tokens)
-            elif ev.kind == "finish":
-                reasons[ev.index] = ev.reason
-                usage["completion_tokens"] += ev.completion_tokens
-        if any(r is None for r in reasons):
+        r = await collect(job, handle, total, deadline, request, usage, t0)
+        if r is None:
             return Response(status_code=499)
-        observe(t0, first, time.monotonic(), usage["completion_tokens"])
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
-                    "logprobs": chat_logprobs(lps[i]) if want_lp else None, "finish_reason": reasons[i]}
+        choices = [{"index": i, "message": {"role": "assistant", "content": r.texts[i]},
+                    "logprobs": chat_logprobs(r.tokens[i]) if want_lp else None, "finish_reason": r.reasons[i]}
                    for i in range(total)]
         return JSONResponse({**base, "choices": choices, "usage": usage})
 
