@@ -12,7 +12,7 @@ Stages (each skipped when its output exists, so a rerun continues; --fresh start
  2. pretraining text from the TRAIN split only (translation: every English and German string as
     its own document, unpaired and shuffled; code: the train-split source files whole, any file
     containing a val/test target left out), `gptkit prepare` with a 4096-token BPE
- 3. pretrain the `mini` preset (4 layers, 256 wide) for --pretrain-minutes
+ 3. pretrain --pretrain-preset (default `mini`: 4 layers, 256 wide) for --pretrain-minutes
  4. `gptkit finetune` on the pairs (full fine-tuning, prompt tokens masked) for --finetune-minutes,
     early stopping on the validation score, the best checkpoint kept
  5. `gptkit translate|summarize` on the test split with the pretrained model (3-shot prompts for
@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--corpus", choices=list(CORPORA), action="append")
     ap.add_argument("--pretrain-minutes", type=float, default=7.0)
     ap.add_argument("--finetune-minutes", type=float, default=10.0)
+    ap.add_argument("--pretrain-preset", default="mini",
+                    help="the model and recipe pretrained (mini: GPT-2's; cpu-4min: the modern budget recipe)")
+    ap.add_argument("--finetune-lr", default="1e-3", help="peak learning rate of fine-tuning")
     ap.add_argument("--fresh", action="store_true", help="delete earlier results and start again")
     ap.add_argument("--stages", default="corpus,pretrain,finetune,run,score",
                     help="comma-separated; 'table' alone prints the README table from earlier results")
@@ -132,14 +135,14 @@ def main(argv: list[str] | None = None) -> None:
             if not (data / "prepared" / "meta.json").exists():
                 gptkit("prepare", str(text), "--field", "text", "--tokenizer", "bpe", "--vocab-size", "4096",
                        "--out", str(data / "prepared"), log=log)
-            gptkit("train", "--data", str(data / "prepared"), "--out", str(pre), "--preset", "mini",
+            gptkit("train", "--data", str(data / "prepared"), "--out", str(pre), "--preset", args.pretrain_preset,
                    "--block-size", str(c.get("pretrain_block", c["block"])), "--batch-size", "16",
                    "--max-iters", UNCAPPED, "--max-minutes", str(args.pretrain_minutes),
                    "--eval-interval", "200", "--warmup-iters", "50", "--log-interval", "50", "--samples", "0", "-q", log=log)
         if "finetune" in stages and not (ft / "best").exists():
             gptkit("finetune", "--task", c["task"], "--data", str(data / "pairs.jsonl"), "--init-from", str(pre),
                    "--out", str(ft), *split, *lang, "--block-size", str(c["block"]), "--batch-size", "16",
-                   "--lr", "1e-3", "--warmup-iters", "30", "--max-iters", UNCAPPED,
+                   "--lr", args.finetune_lr, "--warmup-iters", "30", "--max-iters", UNCAPPED,
                    "--max-minutes", str(args.finetune_minutes), "--eval-interval", "100", "--eval-iters", "10",
                    "--patience", "4", "--score-examples", "100", "--on-long", "truncate", "--no-progress", log=log)
         if "run" in stages:
