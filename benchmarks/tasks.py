@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pretrain-preset", default="mini",
                     help="the model and recipe pretrained (mini: GPT-2's; cpu-4min: the modern budget recipe)")
     ap.add_argument("--finetune-lr", default="1e-3", help="peak learning rate of fine-tuning")
+    ap.add_argument("--patience", default="4", help="evaluations without a better validation score before stopping")
+    ap.add_argument("--score-examples", default="100", help="validation examples scored at each evaluation")
     ap.add_argument("--fresh", action="store_true", help="delete earlier results and start again")
     ap.add_argument("--stages", default="corpus,pretrain,finetune,run,score",
                     help="comma-separated; 'table' alone prints the README table from earlier results")
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                    "--out", str(ft), *split, *lang, "--block-size", str(c["block"]), "--batch-size", "16",
                    "--lr", args.finetune_lr, "--warmup-iters", "30", "--max-iters", UNCAPPED,
                    "--max-minutes", str(args.finetune_minutes), "--eval-interval", "100", "--eval-iters", "10",
-                   "--patience", "4", "--score-examples", "100", "--on-long", "truncate", "--no-progress", log=log)
+                   "--patience", args.patience, "--score-examples", args.score_examples, "--on-long", "truncate", "--no-progress", log=log)
         if "run" in stages:
             gen = ["--batch-size", str(c["batch"]), "--max-new-tokens", str(c["max_new"]), "--on-long", "truncate",
                    "--split", "test", *split, "--no-progress"]
