@@ -176,7 +176,7 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None
                 # ahead), so that the last step inside a time budget runs at the bottom of the decay
                 lr = schedule.lr_at(it, elapsed0 + (step_start - t0) + step_s)
                 set_lr(optimizer, lr, schedule.lr)
-                loss = _train_step(runner, model, optimizer, train_data, cfg, rt, it, amp)
+                loss = train_step(runner, model, optimizer, train_data, cfg, rt, it, amp)
                 step_s, done = _clock() - step_start, it + 1
                 step = it + 1
                 elapsed = elapsed0 + (_clock() - t0)
@@ -303,7 +303,7 @@ def _wrap(model: GPT, cfg: TrainConfig, rt: Runtime, amp: torch.dtype | None) ->
     return distr.wrap(model, rt, amp, cfg.compile)
 
 
-def _train_step(runner: torch.nn.Module, model: GPT, optimizer: torch.optim.Optimizer,
+def train_step(runner: torch.nn.Module, model: GPT, optimizer: torch.optim.Optimizer,
                 data: TokenShards, cfg: TrainConfig, rt: Runtime, it: int, amp: torch.dtype | None) -> torch.Tensor:
     """One optimizer step over this rank's rows of the global batch; returns the global mean loss,
     a 0-d tensor on the device (reading it waits for the device: the caller does so when logging)."""

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 
 from ..data import TokenShards
-from ..data.batches import rank_batch
-from ..device import autocast, autocast_dtype
+from ..device import autocast_dtype
 from ..distributed import Runtime
 from ..errors import GptkitError
 from ..files import atomic_path
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
+from .loop import train_step
 from .optim import make_optimizer, set_lr
 
 
@@ -58,18 +58,7 @@ def lr_range_test(model: torch.nn.Module, data: TokenShards, cfg: TrainConfig, s
     for i in range(steps):
         lr = start_lr * gamma ** i
         set_lr(opt, lr, start_lr)
-        total = 0.0
-        for micro in range(cfg.grad_accum):
-            x, y = rank_batch(data, cfg.batch_size, cfg.block_size, cfg.seed, i, rt, micro)
-            x, y = x.to(device), y.to(device)
-            with autocast(device, amp):
-                loss = work(x, targets=y) / cfg.grad_accum
-            loss.backward()
-            total += loss.item()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(work.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        total = train_step(work, work, opt, data, cfg, rt, i, amp).item()  # the trainer's own step
         if not math.isfinite(total):
             result.stopped_early = True
             break
