@@ -2,7 +2,7 @@
 fine-tuned on this CPU, against the copy baseline (and lead-N) and the same model before
 fine-tuning, on the test split, with paired-bootstrap intervals.
 
-    python benchmarks/tasks.py                      # everything (both corpora), about 45 minutes on 2 cores
+    python benchmarks/tasks.py                      # everything (both corpora), about 40 minutes on 2 cores
     python benchmarks/tasks.py --corpus po-en-de    # one corpus
     python benchmarks/tasks.py --pretrain-minutes 4 --finetune-minutes 5
 
