@@ -34,12 +34,12 @@ def rows(out: Path, kind: str = "train") -> list[dict]:
 def fake_clock(monkeypatch):
     """Each training step takes exactly 0.5 s of 'wall time': the time budget becomes exact."""
     now = [0.0]
-    real_step = loop_module._train_step
+    real_step = loop_module.train_step
 
     def step(*a, **kw):
         now[0] += 0.5
         return real_step(*a, **kw)
-    monkeypatch.setattr(loop_module, "_train_step", step)
+    monkeypatch.setattr(loop_module, "train_step", step)
     monkeypatch.setattr(loop_module, "_clock", lambda: now[0])
     return now
 
@@ -127,7 +127,7 @@ def test_tensorboard_event_files(byte_data, tmp_path):
 def test_every_new_option_is_checked_before_the_first_step(byte_data, tmp_path, kw, words, monkeypatch):
     def no_step(*a, **k):
         raise AssertionError("a training step ran")
-    monkeypatch.setattr(loop_module, "_train_step", no_step)
+    monkeypatch.setattr(loop_module, "train_step", no_step)
     with pytest.raises(GptkitError, match=words):
         train(small_cfg(byte_data, tmp_path / "bad", **kw))
     assert not (tmp_path / "bad").exists()
