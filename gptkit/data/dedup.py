@@ -105,6 +105,7 @@ class MinHasher:
         self.permutations = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
         self._a = self.permutations[0].astype(np.uint32)
         self._b = self.permutations[1].astype(np.uint32)
+        self._buf = np.empty((_CHUNK, num_perm), dtype=np.uint32)  # reused: no temporaries per chunk
 
     def empty(self) -> np.ndarray:
         return np.full(self.num_perm, 0xFFFFFFFF, dtype=np.uint32)
@@ -117,7 +118,10 @@ class MinHasher:
         with np.errstate(over="ignore"):
             for a in range(0, len(hashes), _CHUNK):
                 hv = _fmix(hashes[a : a + _CHUNK].astype(np.uint32), 32).reshape(-1, 1)
-                np.minimum(sig, (hv * self._a + self._b).min(axis=0), out=sig)
+                perm = self._buf[: len(hv)]
+                np.multiply(hv, self._a, out=perm)
+                perm += self._b
+                np.minimum(sig, perm.min(axis=0), out=sig)
         return sig
 
     def minhash(self, sig: np.ndarray):

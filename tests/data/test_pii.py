@@ -85,3 +85,25 @@ def test_standard_library_has_few_findings():
         for k, v in scan(p.read_text(encoding="utf-8", errors="replace"))[1].items():
             total[k] = total.get(k, 0) + v
     assert sum(v for k, v in total.items() if k != "EMAIL") <= 5, total
+
+
+def test_ipv6_prefilter_finds_what_the_full_pattern_finds():
+    """The IPv6 prefilter only skips ahead: on text dense with colons and hex runs (no digits
+    otherwise, so no other kind applies), scan() redacts exactly the addresses that the full
+    pattern finds over the whole text."""
+    import random
+
+    from gptkit.data import pii
+
+    rng = random.Random(0)
+    alphabet = "abcdefABCDEF:::..  \n/gx"
+    for _ in range(3000):
+        noise = "".join(rng.choice(alphabet) for _ in range(rng.randint(5, 60)))
+        text = f"{noise} 2a00:1450:4001:82a::200e:{noise[::-1]} deadbeef:2001:db8::ab {noise}"
+        found = [m for m in pii._IPV6.finditer(text) if pii._ipv6(m, text)]
+        want, pos = [], 0
+        for m in found:
+            want += [text[pos : m.start()], "<IP_ADDRESS>"]
+            pos = m.end()
+        want.append(text[pos:])
+        assert scan(text) == ("".join(want), {"IP_ADDRESS": len(found)} if found else {})
