@@ -31,6 +31,6 @@ test-quick:
 bench: install
 	$(PY) benchmarks/bench_train.py
 
-# the README's task table: two real corpora, pretrain + fine-tune + score (about 40 minutes on 2 cores: 7 + 10 per corpus, plus preparing and scoring)
+# the README's task table: two real corpora, pretrain + fine-tune + score (about 45 minutes on 2 cores: po-en-de 7 + 10, pydoc 20 + 6, plus preparing and scoring)
 tasks: install
 	$(PY) benchmarks/tasks.py

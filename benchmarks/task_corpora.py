@@ -144,17 +144,25 @@ def _functions(path: Path, text: str) -> list[tuple[str, str]]:
     return found
 
 
-def build_docstrings(out: Path, max_source_chars: int = 700, min_words: int = 3, max_words: int = 20) -> None:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
-    seen: set[str] = set()
-    pairs, per_top = [], Counter()
+def _package_licence(dist: str) -> str:
+    """A distribution's licence as its metadata states it: the SPDX expression, else the
+    licence classifiers, else the first line of its License field."""
+    from importlib import metadata
+    md = metadata.distribution(dist).metadata
+    classifiers = ", ".join(c.split(" :: ")[-1] for c in md.get_all("Classifier") or [] if c.startswith("License ::"))
+    free_text = (md.get("License") or "").strip().splitlines()
+    return md.get("License-Expression") or classifiers or (free_text[0] if free_text else "unknown")
+
+
+def _docstring_pairs(files: list[Path], root: Path, prefix: str, seen: set[str], max_source_chars: int,
+                     min_words: int, max_words: int) -> list[dict]:
+    pairs = []
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        rel = str(path.relative_to(root))
+        rel = prefix + str(path.relative_to(root))
         for code, doc in _functions(path, text):
             words = doc.split()
             if not (min_words <= len(words) <= max_words) or len(code) > max_source_chars or code in seen:
@@ -163,12 +171,44 @@ def build_docstrings(out: Path, max_source_chars: int = 700, min_words: int = 3,
                 continue
             seen.add(code)
             pairs.append({"source": code, "target": doc, "group": rel, "origin": rel})
-            per_top[rel.split("/")[0]] += 1
-    sources = {"corpus": "Python standard library: function source (docstring removed) -> first docstring line",
-               "root": str(root), "python": sys.version.split()[0],
-               "licence": "PSF-2.0 (Python Software Foundation License), the standard library's",
-               "pairs": len(pairs), "files": len({p['group'] for p in pairs}),
-               "top_level": dict(per_top.most_common())}
+    return pairs
+
+
+def build_docstrings(out: Path, max_source_chars: int = 700, min_words: int = 3, max_words: int = 20,
+                     packages: tuple[str, ...] = (), exclude: Path | None = None) -> None:
+    """The standard library's functions; or, with `packages` (installed distributions' import
+    names), those packages' functions instead, leaving out any function whose code is also in
+    the `exclude` corpus's pairs.jsonl (a held-out set for a model trained on that corpus)."""
+    seen: set[str] = set()
+    if exclude is not None:
+        with open(exclude / "pairs.jsonl", encoding="utf-8") as f:
+            seen = {json.loads(line)["source"] for line in f}
+    if not packages:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
+        pairs = _docstring_pairs(files, root, "", seen, max_source_chars, min_words, max_words)
+        sources = {"corpus": "Python standard library: function source (docstring removed) -> first docstring line",
+                   "root": str(root), "python": sys.version.split()[0],
+                   "licence": "PSF-2.0 (Python Software Foundation License), the standard library's"}
+    else:
+        from importlib import metadata
+        root = Path(sysconfig.get_paths()["purelib"])
+        dists = metadata.packages_distributions()
+        pairs, listed = [], {}
+        for name in packages:
+            if not (root / name).is_dir() or name not in dists:
+                raise SystemExit(f"--packages: {name!r} is not an installed package directory in {root}")
+            files = sorted(p for p in (root / name).rglob("*.py") if not {"_vendor", "vendor", "tests"} & set(p.parts))
+            got = _docstring_pairs(files, root, "site-packages/", seen, max_source_chars, min_words, max_words)
+            dist = dists[name][0]
+            listed[name] = {"distribution": dist, "version": metadata.version(dist), "licence": _package_licence(dist),
+                            "pairs": len(got)}
+            pairs += got
+        sources = {"corpus": "installed packages: function source (docstring removed) -> first docstring line",
+                   "root": str(root), "python": sys.version.split()[0], "packages": listed,
+                   "excluded": f"functions whose code is in {exclude}/pairs.jsonl" if exclude else None}
+    per_top = Counter(p["group"].removeprefix("site-packages/").split("/")[0] for p in pairs)
+    sources.update(pairs=len(pairs), files=len({p["group"] for p in pairs}), top_level=dict(per_top.most_common()))
     _write(out, pairs, sources)
 
 
@@ -183,11 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     ds = sub.add_parser("docstrings", help="Python function -> first docstring line, standard library")
     ds.add_argument("--out", type=Path, required=True)
     ds.add_argument("--max-source-chars", type=int, default=700)
+    ds.add_argument("--packages", default="", help="comma-separated import names of installed packages to read "
+                                                   "instead of the standard library")
+    ds.add_argument("--exclude", type=Path, help="a corpus directory whose functions are left out")
     args = ap.parse_args(argv)
     if args.what == "po":
         build_po(args.lang, args.out, max_chars=args.max_chars, exclude=tuple(filter(None, args.exclude.split(","))))
     else:
-        build_docstrings(args.out, args.max_source_chars)
+        build_docstrings(args.out, args.max_source_chars, packages=tuple(filter(None, args.packages.split(","))),
+                         exclude=args.exclude)
 
 
 if __name__ == "__main__":
