@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import task_corpora  # noqa: E402
+import task_corpora
 
 CODE = '''
 class A:
