@@ -29,6 +29,7 @@ import sys
 import sysconfig
 import textwrap
 from collections import Counter
+from importlib import metadata
 from pathlib import Path
 
 ACCEL = re.compile(r"(?<![_\w])_(?=\w)|&(?=\w)")  # "_File", "&Open": mnemonic markers
@@ -147,7 +148,6 @@ def _functions(path: Path, text: str) -> list[tuple[str, str]]:
 def _package_licence(dist: str) -> str:
     """A distribution's licence as its metadata states it: the SPDX expression, else the
     licence classifiers, else the first line of its License field."""
-    from importlib import metadata
     md = metadata.distribution(dist).metadata
     classifiers = ", ".join(c.split(" :: ")[-1] for c in md.get_all("Classifier") or [] if c.startswith("License ::"))
     free_text = (md.get("License") or "").strip().splitlines()
@@ -191,7 +191,6 @@ def build_docstrings(out: Path, max_source_chars: int = 700, min_words: int = 3,
                    "root": str(root), "python": sys.version.split()[0],
                    "licence": "PSF-2.0 (Python Software Foundation License), the standard library's"}
     else:
-        from importlib import metadata
         root = Path(sysconfig.get_paths()["purelib"])
         dists = metadata.packages_distributions()
         pairs, listed = [], {}

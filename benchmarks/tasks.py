@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,21 +164,33 @@ def main(argv: list[str] | None = None) -> None:
                    "--max-minutes", str(run["finetune_minutes"]), "--eval-interval", "100", "--eval-iters", "10",
                    "--patience", str(run["patience"]), "--score-examples", str(run["score_examples"]), "--on-long", "truncate", "--no-progress", log=log)
         if "run" in stages:
-            gen = ["--batch-size", str(c["batch"]), "--max-new-tokens", str(c["max_new"]), "--on-long", "truncate",
-                   "--split", "test", *split, "--no-progress"]
             shots = ["--shots", str(c["shots"])] if c.get("shots") else []
-            gptkit(c["task"], "--model", str(pre), "--data", str(data / "pairs.jsonl"), *lang, *shots, *gen,
-                   "--out", str(runs / "test.pretrained.jsonl"), log=log)
-            gptkit(c["task"], "--model", str(ft / "best"), "--data", str(data / "pairs.jsonl"), *lang, *gen,
-                   "--out", str(runs / "test.finetuned.jsonl"), log=log)
+            run_both(c, runs, ["--data", str(data / "pairs.jsonl"), "--split", "test", *split], runs, "test",
+                     lang, shots, log=log)
         if "score" in stages:
-            gptkit("score", str(runs / "test.finetuned.jsonl"), "--task", c["task"],
-                   "--against", str(runs / "test.pretrained.jsonl"), "--baselines",
-                   "--out", str(runs / "results.json"), log=log)
+            score_both(c, runs, "test", log=log)
         if "heldout" in stages and c.get("heldout"):
             heldout(name, c, data, runs)
     if "score" in stages:
         print(table(args.corpus or list(CORPORA)))
+
+
+def run_both(c: dict, runs: Path, data: list[str], out: Path, stem: str, lang: Sequence[str] = (),
+             shots: Sequence[str] = (), log: Path | None = None) -> None:
+    """The outputs of the model before fine-tuning (prompted: with `shots` for translation) and
+    after it on `data` (flags choosing the examples): out/STEM.pretrained.jsonl, .finetuned.jsonl."""
+    gen = [*data, *lang, "--batch-size", str(c["batch"]), "--max-new-tokens", str(c["max_new"]),
+           "--on-long", "truncate", "--no-progress"]
+    gptkit(c["task"], "--model", str(runs / "pretrained"), *shots, *gen, "--out", str(out / f"{stem}.pretrained.jsonl"),
+           log=log)
+    gptkit(c["task"], "--model", str(runs / "finetuned" / "best"), *gen, "--out", str(out / f"{stem}.finetuned.jsonl"),
+           log=log)
+
+
+def score_both(c: dict, out: Path, stem: str, log: Path | None = None) -> None:
+    """The fine-tuned outputs against the untuned ones and the baselines -> out/results.json."""
+    gptkit("score", str(out / f"{stem}.finetuned.jsonl"), "--task", c["task"], "--against",
+           str(out / f"{stem}.pretrained.jsonl"), "--baselines", "--out", str(out / "results.json"), log=log)
 
 
 def heldout(name: str, c: dict, data: Path, runs: Path) -> None:
@@ -187,12 +200,8 @@ def heldout(name: str, c: dict, data: Path, runs: Path) -> None:
     if not (hdata / "pairs.jsonl").exists():
         task_corpora.build_docstrings(hdata, packages=c["heldout"], exclude=data)
     out.mkdir(exist_ok=True)
-    gen = ["--data", str(hdata / "pairs.jsonl"), "--split", "all", "--batch-size", str(c["batch"]),
-           "--max-new-tokens", str(c["max_new"]), "--on-long", "truncate", "--no-progress"]
-    for system, model in (("pretrained", runs / "pretrained"), ("finetuned", runs / "finetuned" / "best")):
-        gptkit(c["task"], "--model", str(model), *gen, "--out", str(out / f"heldout.{system}.jsonl"))
-    gptkit("score", str(out / "heldout.finetuned.jsonl"), "--task", c["task"], "--against",
-           str(out / "heldout.pretrained.jsonl"), "--baselines", "--out", str(out / "results.json"))
+    run_both(c, runs, ["--data", str(hdata / "pairs.jsonl"), "--split", "all"], out, "heldout")
+    score_both(c, out, "heldout")
 
 
 def table(names: list[str]) -> str:
