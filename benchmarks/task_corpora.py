@@ -179,6 +179,12 @@ def build_docstrings(out: Path, max_source_chars: int = 700, min_words: int = 3,
     """The standard library's functions; or, with `packages` (installed distributions' import
     names), those packages' functions instead, leaving out any function whose code is also in
     the `exclude` corpus's pairs.jsonl (a held-out set for a model trained on that corpus)."""
+    purelib, dists = Path(sysconfig.get_paths()["purelib"]), metadata.packages_distributions()
+    for name in packages:  # every argument checked before any file is read
+        if not (purelib / name).is_dir() or name not in dists:
+            raise SystemExit(f"--packages: {name!r} is not an installed package directory in {purelib}")
+    if exclude is not None and not (exclude / "pairs.jsonl").is_file():
+        raise SystemExit(f"--exclude: {exclude} has no pairs.jsonl")
     seen: set[str] = set()
     if exclude is not None:
         with open(exclude / "pairs.jsonl", encoding="utf-8") as f:
@@ -191,12 +197,9 @@ def build_docstrings(out: Path, max_source_chars: int = 700, min_words: int = 3,
                    "root": str(root), "python": sys.version.split()[0],
                    "licence": "PSF-2.0 (Python Software Foundation License), the standard library's"}
     else:
-        root = Path(sysconfig.get_paths()["purelib"])
-        dists = metadata.packages_distributions()
+        root = purelib
         pairs, listed = [], {}
         for name in packages:
-            if not (root / name).is_dir() or name not in dists:
-                raise SystemExit(f"--packages: {name!r} is not an installed package directory in {root}")
             files = sorted(p for p in (root / name).rglob("*.py") if not {"_vendor", "vendor", "tests"} & set(p.parts))
             got = _docstring_pairs(files, root, "site-packages/", seen, max_source_chars, min_words, max_words)
             dist = dists[name][0]

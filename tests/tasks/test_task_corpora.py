@@ -40,3 +40,13 @@ def test_held_out_packages_leave_out_the_corpus_functions(tmp_path):
     task_corpora.build_docstrings(tmp_path / "held", packages=("click",), exclude=tmp_path / "corpus")
     held = [json.loads(line) for line in (tmp_path / "held" / "pairs.jsonl").read_text().splitlines()]
     assert held == pairs[10:]
+
+
+def test_bad_arguments_are_refused_before_anything_is_read_or_written(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="--packages: 'no_such_package'"):
+        task_corpora.build_docstrings(tmp_path / "out", packages=("click", "no_such_package"))
+    with pytest.raises(SystemExit, match="--exclude: .* has no pairs.jsonl"):
+        task_corpora.build_docstrings(tmp_path / "out", packages=("click",), exclude=tmp_path / "missing")
+    assert not (tmp_path / "out").exists()
