@@ -265,3 +265,12 @@ def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) 
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
+
+
+def hf_state(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """What save_model writes, without writing it: config.json as a dict and the state dict under
+    transformers' names and shapes (the GGUF exporter converts from these, as llama.cpp's
+    converter does from a transformers directory)."""
+    if check_savable(model) == "gpt2":
+        return hf_config(model.config, model.dtype), _gpt2_state_dict(model)
+    return llama.hf_config(model.config, model.dtype), llama.to_hf_state_dict(model)
