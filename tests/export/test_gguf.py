@@ -76,6 +76,7 @@ CASES = {
     "llama-untied": dict(**LLAMA, bias=False, tie_word_embeddings=False, rope_theta=500.0),
     "llama-tied-bias": dict(**LLAMA, bias=True, n_inner=96),
     "qwen3": dict(**LLAMA, bias=False, qk_norm=True, tie_word_embeddings=False),
+    "llama-gqa": dict(**LLAMA, bias=False, n_kv_head=2, tie_word_embeddings=False),
 }
 
 
@@ -105,7 +106,7 @@ def test_reader_gets_back_every_tensor_and_the_metadata(tmp_path, small_bpe, cas
                                                                        rel_tol=1e-6)
         assert "output.weight" not in got  # tied: llama.cpp reuses token_embd
     else:
-        assert f[f"{arch}.attention.head_count_kv"] == 4 and f[f"{arch}.rope.dimension_count"] == 16
+        assert f[f"{arch}.attention.head_count_kv"] == model.config.n_kv_head and f[f"{arch}.rope.dimension_count"] == 16
         assert f[f"{arch}.feed_forward_length"] == model.config.hidden_size
         assert math.isclose(f[f"{arch}.rope.freq_base"], model.config.rope_theta)
         assert ("output.weight" in got) == (not model.config.tie_word_embeddings)
@@ -174,7 +175,7 @@ def _llama_cpp_greedy(path, ids: list[int], n: int):
     return theirs_ids, out, logits
 
 
-@pytest.mark.parametrize("case", ["gpt2", "llama-untied", "llama-tied-bias", "qwen3", "llama-bytes"])
+@pytest.mark.parametrize("case", ["gpt2", "llama-untied", "llama-tied-bias", "qwen3", "llama-gqa", "llama-bytes"])
 def test_llama_cpp_decodes_the_same_greedy_tokens(tmp_path, small_bpe, gpt2_tok, case):
     """f32 GGUF in llama.cpp vs gptkit on the same prompt: the same prompt ids from llama.cpp's own
     tokenizer, the same 16 greedy tokens, logits within 1e-3 of their scale."""
