@@ -131,5 +131,7 @@ def serve(cfg: ServeConfig, model: Any = None) -> None:
     host, port = sock.getsockname()[:2]
     print(f"gptkit: serving {app.state.model_name!r} on http://{cfg.host}:{port}/ (playground) and "
           f"http://{cfg.host}:{port}/v1 (OpenAI API); Ctrl-C stops", file=sys.stderr, flush=True)
+    # SIGTERM / Ctrl-C: open streams run on for the app's drain (3 s), then end with an error event
+    # and [DONE]; uvicorn waits for them (up to 5 s) before it stops
     server = uvicorn.Server(uvicorn.Config(app, log_level=cfg.log_level, timeout_graceful_shutdown=5))
     server.run(sockets=[sock])
