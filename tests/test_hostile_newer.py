@@ -58,6 +58,9 @@ def template(tmp_path_factory) -> Path:
     (root / "noheader.csv").write_text('"a long first record,\nover several\nlines, quoted\nwhole",der Satz\n'
                                        "second,zweite\n")
     _jsonl(root / "deep.jsonl", [deep])
+    (root / "deep-template.json").write_text("[" * 100_000 + "]" * 100_000)
+    (root / "partdeep").mkdir()
+    (root / "partdeep" / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
     _jsonl(root / "emptytarget.jsonl", [{"source": "a", "target": "x"}, {"source": "b", "target": ""}])
     _jsonl(root / "mixedtarget.jsonl", [{"source": "a", "target": "x"}, {"source": "b"}])
     # a finished translate run's output, its settings file lost
@@ -142,13 +145,16 @@ CASES = [
     ("sum-headerless-csv", [*SUM, "--data", "noheader.csv"], r"no field 'source' \(the first row names the columns"),
     ("sum-deep", [*SUM, "--data", "deep.jsonl"], r"deep\.jsonl:1: the JSON is nested too deeply"),
     ("sum-empty-target", [*SUM, "--data", "emptytarget.jsonl"], r"emptytarget\.jsonl:2: empty target"),
-    ("sum-missing-target", [*SUM, "--data", "mixedtarget.jsonl"], r"mixedtarget\.jsonl:2: no field 'target'"),
+    ("sum-missing-target", [*SUM, "--data", "mixedtarget.jsonl"], r"mixedtarget\.jsonl:2: no target .*lines before it have one"),
     ("sum-data-dir", [*SUM, "--data", "emptydir"], r"emptydir: a directory"),
     ("sum-data-missing", [*SUM, "--data", "nope.jsonl"], r"nope\.jsonl: no such file"),
     ("tr-shots-deep", [*TR, "--data", "pairs.jsonl", "--shots", "1", "--shots-from", "deep.jsonl"],
      r"deep\.jsonl:1: the JSON is nested too deeply"),
     ("tr-resume-no-settings", [*TR, "--data", "pairs.jsonl", "--out", "done.jsonl", "--limit", "2"],
      r"done\.jsonl holds 1 outputs but not the settings"),
+    ("sum-template-deep", [*SUM, "--template", "deep-template.json", "x"], r"deep-template\.json: .*nested too deeply"),
+    ("sum-template-dir", [*SUM, "--template", "emptydir", "x"], r"--template emptydir: a directory"),
+    ("sum-input-dir", [*SUM, "--input", "emptydir"], r"--input emptydir: a directory"),
     ("tr-model-missing", [*TR, "--data", "pairs.jsonl", "--model", "nope/x"], r"nope/x"),
     # -- finetune
     ("ft-lora-dropout-big", [*FT, "--lora", "--lora-dropout", "1.5"], r"--lora-dropout must be in \[0, 1\)"),
@@ -181,11 +187,13 @@ CASES = [
     # -- prepare --merge and reading shards
     ("merge-bad-part", ["prepare", "--merge", "part0", "part1bad", "--out", "merged"],
      r"--merge: shard .*part1bad.* holds token id 65535, beyond the vocabulary of 257"),
+    ("merge-deep-meta", ["prepare", "--merge", "part0", "partdeep", "--out", "merged"], r"partdeep.*nested too deeply"),
     ("merge-missing-part", ["prepare", "--merge", "part0", "--out", "merged"], r"part\(s\) 1 of 2 missing"),
     ("eval-bad-shard", ["eval", "--model", "run", "--data", "databad"], r"token id 65535, beyond the vocabulary"),
     # -- serve
     ("serve-model-missing", ["serve", "--model", "nope/x", "--port", "0"], r"nope/x"),
     ("serve-max-queue-0", ["serve", "--model", "tiny", "--max-queue", "0"], r"--max-queue"),
+    ("serve-template-dir", ["serve", "--model", "tiny", "--chat-template", "emptydir"], r"emptydir: a directory"),
     ("serve-template-missing", ["serve", "--model", "tiny", "--chat-template", "nope.jinja"], r"nope\.jinja"),
 ]
 

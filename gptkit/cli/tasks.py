@@ -86,6 +86,8 @@ def _examples(args: argparse.Namespace, need_target: bool) -> list[Any]:
         exs = [Example(t, None, f"argument {i + 1}") for i, t in enumerate(args.text)]
     elif args.input:
         p = Path(args.input)
+        if p.is_dir():
+            raise GptkitError(f"--input {p}: a directory, not a text file (one source per line)")
         if not p.is_file():
             raise GptkitError(f"--input {p}: no such file")
         try:

@@ -59,6 +59,8 @@ def _read_part(d: Path) -> dict:
         raise GptkitError(f"--merge: {d} is not a part directory (no meta.json)") from None
     except (OSError, ValueError) as e:
         raise GptkitError(f"--merge: {path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise GptkitError(f"--merge: {path} is nested too deeply to be a part's meta.json") from None
     if not isinstance(meta, dict) or meta.get("format") != PART_FORMAT:
         what = "a finished data directory" if isinstance(meta, dict) and meta.get("format") == FORMAT else "not a part"
         raise GptkitError(f"--merge: {d} is {what}, not a part written by prepare --num-shards N --shard-index I")

@@ -66,6 +66,8 @@ class ServeConfig:
             raise GptkitError(f"--log-level must be critical, error, warning, info or debug, got {self.log_level!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise GptkitError("--api-key is empty")
+        if self.chat_template is not None and Path(self.chat_template).is_dir():
+            raise GptkitError(f"--chat-template {self.chat_template}: a directory, not a Jinja template file")
         if self.chat_template is not None and not Path(self.chat_template).is_file():
             raise GptkitError(f"--chat-template {self.chat_template}: no such file")
 

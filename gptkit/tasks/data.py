@@ -128,6 +128,9 @@ def read_examples(path: str | os.PathLike, source_field: str = "source", target_
         tgt = None
         if target_field is not None and with_target is None:
             with_target = require_target or target_field in rec
+        if target_field is not None and with_target and not require_target and target_field not in rec and out:
+            raise GptkitError(f"{where}: no target ({target_field!r}), though the lines before it have one: give "
+                              "every example a target, or none")
         if target_field is not None and with_target:
             tgt = _text_field(rec, target_field, where, "target", table)
         elif target_field is not None and target_field in rec:
