@@ -124,7 +124,8 @@ FT = ["finetune", "--task", "translate", "--target-lang", "German", "--data", "p
       "--out", "ft", "--val-fraction", "0.3", "--block-size", "32", "--max-iters", "2", "--no-progress"]
 TINY_TRAIN = ["--preset", "tiny", "--block-size", "16", "--batch-size", "4", "--eval-iters", "2", "-q"]
 SWEEP = ["sweep", "--data", "data", "--out", "sw", "--budget-minutes", "0.05", "--trials", "2", *TINY_TRAIN]
-LRF = ["lr-find", "--data", "data", "--plot", "lr.png", *TINY_TRAIN]
+LRF = ["lr-find", "--data", "data", "--plot", "lr.png", "--preset", "tiny", "--block-size", "16", "--batch-size", "4",
+       "-q"]
 
 # (id, argv, pattern the error line must match (case-insensitive))
 CASES = [
@@ -150,7 +151,7 @@ CASES = [
     ("sum-data-missing", [*SUM, "--data", "nope.jsonl"], r"nope\.jsonl: no such file"),
     ("tr-shots-deep", [*TR, "--data", "pairs.jsonl", "--shots", "1", "--shots-from", "deep.jsonl"],
      r"deep\.jsonl:1: the JSON is nested too deeply"),
-    ("tr-resume-no-settings", [*TR, "--data", "pairs.jsonl", "--out", "done.jsonl", "--limit", "2"],
+    ("sum-resume-no-settings", [*SUM, "--data", "pairs.jsonl", "--out", "done.jsonl", "--limit", "2", "--max-new-tokens", "4"],
      r"done\.jsonl holds 1 outputs but not the settings"),
     ("sum-template-deep", [*SUM, "--template", "deep-template.json", "x"], r"deep-template\.json: .*nested too deeply"),
     ("sum-template-dir", [*SUM, "--template", "emptydir", "x"], r"--template emptydir: a directory"),
@@ -185,7 +186,7 @@ CASES = [
     ("lrfind-steps", [*LRF, "--steps", "3"], r"--steps"),
     ("lrfind-bad-shard", [*_with(LRF, "--data", "databad"), "--steps", "10"], r"token id 65535, beyond the vocabulary"),
     # -- prepare --merge and reading shards
-    ("merge-bad-part", ["prepare", "--merge", "part0", "part1bad", "--out", "merged"],
+    ("merge-bad-part", ["prepare", "--merge", "part0", "part1bad", "--out", "merged", "-q"],
      r"--merge: shard .*part1bad.* holds token id 65535, beyond the vocabulary of 257"),
     ("merge-deep-meta", ["prepare", "--merge", "part0", "partdeep", "--out", "merged"], r"partdeep.*nested too deeply"),
     ("merge-missing-part", ["prepare", "--merge", "part0", "--out", "merged"], r"part\(s\) 1 of 2 missing"),
