@@ -59,7 +59,7 @@ def load_space(path: str | None, base: dict[str, Any]) -> tuple[dict[str, dict[s
     if not space:
         raise GptkitError(f"--space {path}: the space is empty: name at least one option to search")
     for name in space:
-        if name in base:
+        if name in base and name not in SET_BY_SWEEP:  # those check_space refuses, saying why
             raise GptkitError(f"--space {path}: {name} is searched, but the flags or --config fix it to "
                               f"{base[name]!r}: drop one")
     return space, []

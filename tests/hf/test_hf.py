@@ -667,6 +667,6 @@ def test_default_eos_warning_on_the_command_line(tmp_path, capsys):
     bytes_tokenizer().save(tmp_path)
     assert main(["generate", "--model", str(tmp_path), "hi", "--max-new-tokens", "3", "--seed", "0"]) == 0
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.startswith("gptkit")]  # not transformers' save progress
     assert lines == [(f"gptkit: warning: {tmp_path / 'config.json'}: eos_token_id 50256 and bos_token_id 50256 are "
                      "not a token id of this 257-token model; generating without it")], err

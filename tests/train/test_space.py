@@ -41,10 +41,10 @@ def test_a_bad_space_is_refused_naming_its_key(tmp_path, byte_data, text, patter
     assert str(e.value).startswith(f"--space {path}")
 
 
-def test_a_good_space_passes_and_swiglu_trains_with_the_modern_layout(tmp_path, byte_data):
+def test_a_good_space_passes(tmp_path, byte_data):
     path = tmp_path / "space.toml"
-    path.write_text('[lr]\nlow = 1e-3\nhigh = 1e-2\nlog = true\n[mlp]\nchoices = ["gelu", "swiglu"]\n')
-    base = {"data": str(byte_data), "preset": "tiny", "position_embedding": "rope", "norm": "rmsnorm",
+    path.write_text('[lr]\nlow = 1e-3\nhigh = 1e-2\nlog = true\n[n_layer]\nlow = 1\nhigh = 3\n')
+    base = {"data": str(byte_data), "preset": "tiny", "position_embedding": "rope", "norm": "rmsnorm", "mlp": "swiglu",
             "bias": False, "max_minutes": 1.0}
     space, fixed = load_space(str(path), base)
     check_space(space, base, "s")
