@@ -141,7 +141,7 @@ def load_config_file(path: str, flag: str = "--config") -> dict[str, Any]:
     if p.is_dir():
         raise GptkitError(f"{flag} {p}: a directory, not a JSON or TOML file")
     if not p.is_file():
-        raise GptkitError(f"{flag} {p}: {'config' if flag == '--config' else 'file'} not found")
+        raise GptkitError(f"{flag} {p}: {'config ' if flag == '--config' else ''}file not found")
     try:
         text = p.read_text(encoding="utf-8")
         if p.suffix == ".toml":
