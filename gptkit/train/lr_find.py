@@ -127,7 +127,8 @@ def plot(result: LRFindResult, path: str | Path) -> Path:
 def lr_find(cfg: TrainConfig, out: str | Path = "lr_find.png", start_lr: float = 1e-6, end_lr: float = 1.0,
             steps: int = 200) -> LRFindResult:
     """The range test for the model `cfg` describes (fresh, or --init-from), on its data."""
-    from .loop import build_model, check_block_size, check_saveable, model_config
+    from ..hf import check_saveable
+    from .loop import build_model, check_block_size, model_config
     from .schedule import with_default_lr
     cfg.apply_recipe()
     cfg.validate()
