@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..errors import GptkitError, OptionError
@@ -38,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except GptkitError as e:
         if args.debug:
             raise
@@ -59,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("gptkit: error: out of memory (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning on the command line: one `gptkit: warning: ...` line (no file and line)."""
+    print(f"gptkit: warning: {message}", file=sys.stderr)
 
 
 def _flags(parser: argparse.ArgumentParser) -> set[str]:

@@ -19,6 +19,7 @@ is read with torch.load(weights_only=True).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -88,10 +89,24 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
         return _load_model(name_or_path, dtype, device)
 
 
+def _special_ids_in_vocab(config: GPTConfig, source: str) -> GPTConfig:
+    """transformers' GPT2Config keeps GPT-2's bos/eos id 50256 whatever the vocabulary: a smaller
+    model saved so loads (transformers generates with it) but an id past the vocabulary cannot end
+    a sequence. Warn and drop it: generation then stops at the tokenizer's end-of-text, if any."""
+    changes = {key: None for key in ("eos_token_id", "bos_token_id")
+               if getattr(config, key) is not None and not 0 <= getattr(config, key) < config.vocab_size}
+    if changes:  # one line for both (transformers' default sets them alike)
+        named = " and ".join(f"{key} {getattr(config, key)}" for key in changes)
+        warnings.warn(f"{source}: {named} {'is' if len(changes) == 1 else 'are'} not a token id of this "
+                      f"{config.vocab_size}-token model; generating without it", stacklevel=4)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def _load_model(name_or_path: str | os.PathLike, dtype: Any, device: str | torch.device) -> GPT:
     target = resolve_dtype(dtype)
     directory = resolve_model_dir(name_or_path)
     family, config = _read_config(directory)
+    config = _special_ids_in_vocab(config, str(directory / CONFIG_FILE))
     files = weight_files(directory)
     source = str(files[0]) if len(files) == 1 else str(directory)
     if target is None:

@@ -644,3 +644,30 @@ def test_hub_download_prefers_safetensors_and_falls_back_to_bin(fake_hub, tmp_pa
 def test_hub_id_that_does_not_exist(fake_hub):
     msg = _err("nobody/no-such-model")
     assert "'nobody/no-such-model'" in msg and "no accessible model" in msg
+
+
+def test_default_eos_past_a_small_vocabulary_warns_and_generates(tmp_path):
+    """transformers' GPT2Config keeps eos_token_id 50256 whatever vocab_size: such a model loads,
+    warns once, and generates (ending at the tokenizer's end-of-text) instead of refusing."""
+    from gptkit.tokenizer import bytes_tokenizer
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=257, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    bytes_tokenizer().save(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["eos_token_id"] == 50256
+    with pytest.warns(UserWarning, match="eos_token_id 50256 and bos_token_id 50256 are not a token id of this 257-token model"):
+        model = load_model(tmp_path)
+    assert model.config.eos_token_id is None and model.config.bos_token_id is None
+    out = model.generate(torch.tensor([[104, 105]]), max_new_tokens=4, do_sample=False)
+    assert out.shape == (1, 6)
+
+
+def test_default_eos_warning_on_the_command_line(tmp_path, capsys):
+    from gptkit.cli import main
+    from gptkit.tokenizer import bytes_tokenizer
+    GPT2LMHeadModel(GPT2Config(vocab_size=257, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    bytes_tokenizer().save(tmp_path)
+    assert main(["generate", "--model", str(tmp_path), "hi", "--max-new-tokens", "3", "--seed", "0"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("gptkit")]  # not transformers' save progress
+    assert lines == [(f"gptkit: warning: {tmp_path / 'config.json'}: eos_token_id 50256 and bos_token_id 50256 are "
+                     "not a token id of this 257-token model; generating without it")], err
