@@ -7,7 +7,7 @@ Each field carries its help text, and optionally how the command line spells it:
 
 `cli` may hold: "default" (the command line's default where it differs from the API's), "choices",
 "type" (a parser for the string), "parse" (applied after the choices are checked), "append" (a repeatable flag), "flags" (extra spellings, e.g.
-"-n"), "positional" (nargs for a positional argument), "metavar", "required".
+"-n"), "positional" (nargs for a positional argument; True for exactly one), "metavar", "required".
 
 `add_dataclass_args` turns every field into a --flag-name whose --help line shows that text and
 its default; `from_args` reads the fields back from the parsed flags. With suppress=True, flags
@@ -61,7 +61,7 @@ def help_text(f: dataclasses.Field) -> str:
     """The field's help with its default: "what it does (unit) (default: X)"."""
     text = f.metadata.get("help", "")
     cli = f.metadata.get("cli", {})
-    if cli.get("required") or (cli.get("positional") and cli.get("positional") == "+"):
+    if cli.get("required") or cli.get("positional") in ("+", True):
         return text
     d = _default(f)
     shown = cli.get("default_text") or ("none" if d is None else str(d).lower() if isinstance(d, bool) else d)
@@ -92,8 +92,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         tp = _base_type(hints[f.name])
         kw: dict[str, Any] = {"help": help_text(f)}
         if cli.get("positional"):
-            parser.add_argument(f.name, nargs=cli["positional"], metavar=cli.get("metavar", f.name.upper()),
-                                **kw)
+            nargs = None if cli["positional"] is True else cli["positional"]
+            parser.add_argument(f.name, nargs=nargs, metavar=cli.get("metavar", f.name.upper()), **kw)
             continue
         flags = [*cli.get("flags", ()), "--" + f.name.replace("_", "-")]
         kw["default"] = argparse.SUPPRESS if suppress else _default(f)

@@ -225,3 +225,11 @@ def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) 
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
+
+
+def hf_state(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """What save_model writes, without writing it: config.json as a dict and the state dict under
+    transformers' names and shapes (the GGUF exporter converts from these, as llama.cpp's
+    converter does from a transformers directory)."""
+    family = check_saveable(model)
+    return family.config_to_hf(model.config, model.dtype), family.to_hf(model.state_dict(), model.config)
