@@ -45,7 +45,8 @@ def models(s: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
     """A random transformers GPT-2 and gptkit's GPT holding the same weights (via gptkit's converter)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from gptkit.hf.gpt2 import from_hf_state_dict, load_state_into
+    from gptkit.hf import load_state_into
+    from gptkit.hf.gpt2 import from_hf
     from gptkit.model import GPT, GPTConfig
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=s["vocab_size"], n_positions=s["block_size"], n_embd=s["n_embd"],
                                     n_layer=s["n_layer"], n_head=s["n_head"], resid_pdrop=0.0, embd_pdrop=0.0,
@@ -54,7 +55,7 @@ def models(s: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
     gk = GPT(GPTConfig(vocab_size=s["vocab_size"], n_positions=s["block_size"], n_embd=s["n_embd"],
                        n_layer=s["n_layer"], n_head=s["n_head"]))
     sd = {k: v.detach().clone() for k, v in hf.state_dict().items()}
-    load_state_into(gk, from_hf_state_dict(sd, "transformers"), "transformers", assign=False)
+    load_state_into(gk, from_hf(sd, gk.config, "transformers"), "transformers", assign=False)
     return hf, gk
 
 

@@ -8,9 +8,10 @@ Options (all off by default, so the default is GPT-2 exactly): rotary position e
 (`position_embedding="rope"`, Llama's rotate-half form), RMSNorm (`norm="rmsnorm"`), no biases
 (`bias=False`), gated MLPs (`gated_mlp=True` with `activation_function="silu"`: SwiGLU) and ReLU²
 (`activation_function="relu2"`), QK-norm (`qk_norm`: RMSNorm of each head's queries and keys,
-before RoPE, as Qwen3), an untied output layer (`tie_word_embeddings=False`), zero-initialised
+before RoPE, as Qwen3), grouped-query attention (`n_kv_head` key/value heads shared by groups of
+the `n_head` query heads; the KV cache holds only those), an untied output layer (`tie_word_embeddings=False`), zero-initialised
 output projections (`zero_init`) and logit soft-capping (`logit_softcap`: c * tanh(z / c)).
-Which file layout a combination can be saved in is hf/llama.py's and checkpoint.py's business.
+Which file layout a combination can be saved in is hf/family.py's business (one adapter per family).
 
 Parameter names and config keys follow the Hugging Face GPT-2 layout (`transformer.wte`,
 `transformer.h.0.attn.c_attn`, `n_layer`, `n_embd`, ...), so a GPT-2 checkpoint is a loader away
@@ -29,6 +30,7 @@ from torch.nn import functional as F
 
 from .errors import GptkitError
 from .kernels import Linear
+from .rope import check_rope_scaling, cos_sin, inv_freq
 
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
@@ -41,16 +43,20 @@ class GPTConfig:
     n_embd: int = 768
     n_layer: int = 12
     n_head: int = 12
+    n_kv_head: int | None = None  # key/value heads (grouped-query attention); None: n_head, multi-head
+    head_size: int | None = None  # each head's width; None: n_embd // n_head (Qwen3 sets it apart)
     n_inner: int | None = None  # MLP hidden size; None means 4 * n_embd, as GPT-2
     activation_function: str = "gelu_new"  # GPT-2's tanh approximation; "gelu" is the exact one
     layer_norm_epsilon: float = 1e-5
     dropout: float = 0.0  # applied to embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2 has them)
+    qkv_bias: bool = False  # biases on the query/key/value projection even where bias is off (Qwen2)
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     # modern options (defaults: GPT-2)
     position_embedding: str = "learned"  # learned (GPT-2) | rope (rotary, as Llama)
     rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # transformers' rope_scaling (linear, llama3, yarn: rope.py)
     norm: str = "layernorm"  # layernorm (GPT-2) | rmsnorm
     gated_mlp: bool = False  # down(act(gate(x)) * up(x)); with activation "silu" that is SwiGLU
     qk_norm: bool = False  # RMSNorm over each head's queries and keys (before RoPE)
@@ -59,8 +65,14 @@ class GPTConfig:
     logit_softcap: float | None = None  # logits = c * tanh(logits / c)
 
     def __post_init__(self) -> None:
-        if self.n_embd % self.n_head:
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.head_size is None and self.n_embd % self.n_head:
             raise GptkitError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
+            raise GptkitError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
+        if self.head_size is not None and self.head_size < 1:
+            raise GptkitError(f"head_size must be >= 1, got {self.head_size}")
         if self.activation_function not in ACTIVATIONS:
             raise GptkitError(f"activation_function {self.activation_function!r} is not supported "
                               f"(choose from {', '.join(ACTIVATIONS)})")
@@ -73,9 +85,9 @@ class GPTConfig:
             raise GptkitError(f"position_embedding must be 'learned' or 'rope', got {self.position_embedding!r}")
         if self.norm not in ("layernorm", "rmsnorm"):
             raise GptkitError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
-        if self.position_embedding == "rope" and (self.n_embd // self.n_head) % 2:
-            raise GptkitError(f"rotary embeddings need an even head size, got n_embd/n_head = "
-                              f"{self.n_embd // self.n_head}")
+        if self.position_embedding == "rope" and self.head_dim % 2:
+            raise GptkitError(f"rotary embeddings need an even head size, got {self.head_dim}")
+        check_rope_scaling(self.rope_scaling)
         if not (math.isfinite(self.rope_theta) and self.rope_theta > 0):
             raise GptkitError(f"rope_theta must be a finite number > 0, got {self.rope_theta}")
         if self.logit_softcap is not None and not (math.isfinite(self.logit_softcap) and self.logit_softcap > 0):
@@ -95,13 +107,12 @@ class GPTConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.head_size or self.n_embd // self.n_head
 
-    @property
-    def is_gpt2(self) -> bool:
-        """True when nothing beyond GPT-2's architecture is switched on."""
-        return (self.position_embedding == "learned" and self.norm == "layernorm" and not self.gated_mlp
-                and not self.qk_norm and self.tie_word_embeddings and self.logit_softcap is None)
+    def kv_cache_shape(self, batch_size: int, max_length: int) -> tuple[int, ...]:
+        """(layers, batch, key/value heads, positions, head_dim): only the key/value heads are
+        cached, so grouped-query attention divides the cache by n_head / n_kv_head."""
+        return (self.n_layer, batch_size, self.n_kv_head, max_length, self.head_dim)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,16 +169,6 @@ def make_norm(config: GPTConfig, dim: int | None = None) -> nn.Module:
     return nn.LayerNorm(dim, eps=config.layer_norm_epsilon, bias=config.bias)
 
 
-def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin (B or 1, 1, T, head_dim) for rotary embeddings, computed in fp32 as Llama."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device,
-                                             dtype=torch.int64).float() / head_dim))
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, head_dim/2)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
-
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
@@ -181,7 +182,7 @@ class KVCache:
 
     def __init__(self, config: GPTConfig, batch_size: int, max_length: int,
                  device: torch.device, dtype: torch.dtype) -> None:
-        shape = (config.n_layer, batch_size, config.n_head, max_length, config.n_embd // config.n_head)
+        shape = config.kv_cache_shape(batch_size, max_length)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
@@ -209,13 +210,18 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
+    """Causal self-attention with n_head query heads sharing n_kv_head key/value heads (grouped-query
+    attention; n_kv_head == n_head is GPT-2's multi-head attention). c_attn projects to the queries,
+    keys and values side by side, (n_head + 2 * n_kv_head) * head_dim outputs: GPT-2's c_attn layout
+    where the head counts are equal."""
+
     def __init__(self, config: GPTConfig, layer_idx: int) -> None:
         super().__init__()
-        self.n_head = config.n_head
-        self.n_embd = config.n_embd
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        self.q_size, self.kv_size = config.n_head * config.head_dim, config.n_kv_head * config.head_dim
         self.layer_idx = layer_idx
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, self.q_size + 2 * self.kv_size, bias=config.bias or config.qkv_bias)
+        self.c_proj = Linear(self.q_size, config.n_embd, bias=config.bias)
         if config.qk_norm:
             self.q_norm = RMSNorm(config.head_dim, eps=config.layer_norm_epsilon)
             self.k_norm = RMSNorm(config.head_dim, eps=config.layer_norm_epsilon)
@@ -225,21 +231,24 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        B, T, C = x.shape  # batch, sequence length, n_embd
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
-        # (B, T, C) -> (B, T, nh, hs) -> (B, nh, T, hs): one attention per head
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        B, T, _ = x.shape  # batch, sequence length, n_embd
+        q, k, v = self.c_attn(x).split((self.q_size, self.kv_size, self.kv_size), dim=2)
+        # (B, T, heads * hs) -> (B, heads, T, hs): one attention per head
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
+            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv_head, past + T, hs)
         dropout_p = self.attn_dropout if self.training else 0.0
-        # Plain causal attention (training, a prompt with no padding) takes SDPA's fused causal path.
+        # Plain causal attention (training, a prompt with no padding) takes SDPA's fused causal path;
+        # each group of n_head / n_kv_head query heads reads one key/value head (enable_gqa).
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                           is_causal=mask is None and k.size(2) == T)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, nh * hs): heads side by side
+                                           is_causal=mask is None and k.size(2) == T,
+                                           enable_gqa=self.n_kv_head != self.n_head)
+        y = y.transpose(1, 2).reshape(B, T, self.q_size)  # heads side by side
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -348,7 +357,9 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe(position_ids)
         else:
             dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-            rope = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, dtype)
+            c = self.config
+            freq, scale = inv_freq(c.head_dim, c.rope_theta, c.rope_scaling, c.n_positions, x.device)
+            rope = cos_sin(position_ids, freq, scale, dtype)
         x = self.transformer.drop(x)
         mask = attention_bias(attention_mask, T, past, x.dtype) if (attention_mask is not None or (
             cache is not None and past > 0 and T > 1)) else None

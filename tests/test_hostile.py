@@ -426,14 +426,14 @@ def test_no_bias_saves_a_gpt2_with_zero_biases(ws, capsys):
 
 def test_what_trains_is_checked_savable_before_the_first_step():
     from gptkit.errors import GptkitError
-    from gptkit.hf import check_savable
+    from gptkit.hf import check_saveable
     from gptkit.model import GPT, GPTConfig
     small = dict(vocab_size=50, n_positions=8, n_embd=8, n_layer=1, n_head=2)
-    assert check_savable(GPT(GPTConfig(**small, bias=False))) == "gpt2"  # zero biases
-    assert check_savable(GPT(GPTConfig(**small, position_embedding="rope", norm="rmsnorm", gated_mlp=True,
-                                       activation_function="silu", bias=False))) == "llama"
+    assert check_saveable(GPT(GPTConfig(**small, bias=False))).model_type == "gpt2"  # zero biases
+    assert check_saveable(GPT(GPTConfig(**small, position_embedding="rope", norm="rmsnorm", gated_mlp=True,
+                                        activation_function="silu", bias=False))).model_type == "llama"
     with pytest.raises(GptkitError, match="no transformers equivalent"):
-        check_savable(GPT(GPTConfig(**small, position_embedding="rope")))
+        check_saveable(GPT(GPTConfig(**small, position_embedding="rope")))
 
 
 def test_a_one_document_corpus_that_draws_val_still_trains(ws, capsys):

@@ -107,3 +107,27 @@ def test_no_bias_variant_has_no_bias_parameters():
     m = tiny(bias=False)
     assert not any(n.endswith(".bias") for n, _ in m.named_parameters())
     assert m(torch.randint(0, 97, (1, 5))).shape == (1, 5, 97)
+
+
+def test_grouped_query_attention_is_multi_head_attention_with_shared_key_value_heads():
+    """n_kv_head=2 of 4 heads computes what multi-head attention computes with each key/value head
+    copied to its group of two query heads; the cache holds only the two."""
+    gqa = tiny(n_kv_head=2)
+    mha = tiny()
+    sd = gqa.state_dict()
+    hd = 8
+    for i in range(2):
+        pre = f"transformer.h.{i}.attn.c_attn."
+        for kind in ("weight", "bias"):
+            q, k, v = sd[pre + kind].split((32, 16, 16), dim=0)
+            k, v = (t.unflatten(0, (2, hd)).repeat_interleave(2, dim=0).flatten(0, 1) for t in (k, v))
+            sd[pre + kind] = torch.cat((q, k, v))
+    mha.load_state_dict(sd)
+    x = torch.randint(0, 97, (2, 20))
+    with torch.no_grad():
+        assert (gqa(x) - mha(x)).abs().max() <= 1e-5
+        cache = gqa.new_cache(2, 20)
+        steps = [gqa(x[:, :9], cache=cache)] + [gqa(x[:, t:t + 1], cache=cache) for t in range(9, 20)]
+    assert (torch.cat(steps, 1) - mha(x)).abs().max() <= 1e-5
+    assert cache.k.shape == (2, 2, 2, 20, hd)  # layers, batch, kv heads, positions, head_dim
+    assert cache.k.nbytes * 2 == mha.new_cache(2, 20).k.nbytes

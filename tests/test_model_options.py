@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from gptkit.errors import GptkitError
-from gptkit.hf import llama
+from gptkit.hf import family_for, llama, save_model
 from gptkit.model import GPT, GPTConfig
 
 LLAMA = dict(position_embedding="rope", norm="rmsnorm", gated_mlp=True, activation_function="silu", bias=False)
@@ -18,6 +18,9 @@ VARIANTS = {
     "llama-untied-bias": {**LLAMA, "bias": True, "tie_word_embeddings": False},
     "qwen3": {**LLAMA, "qk_norm": True},
     "llama-relu2-gated": {**LLAMA, "activation_function": "relu2"},
+    "llama-gqa": {**LLAMA, "n_kv_head": 2},
+    "qwen3-gqa-wide-heads": {**LLAMA, "qk_norm": True, "n_kv_head": 1, "head_size": 24},
+    "gpt2-gqa": {"n_kv_head": 2},
     "gpt2-relu2-softcap-zero": dict(activation_function="relu2", logit_softcap=15.0, zero_init=True),
 }
 
@@ -70,13 +73,15 @@ def test_options_change_the_architecture():
     assert capped(torch.randint(0, 101, (1, 10))).abs().max() < 2.0
 
 
-@pytest.mark.parametrize("name", ["llama", "llama-untied-bias", "qwen3", "llama-relu2-gated"])
+@pytest.mark.parametrize("name", ["llama", "llama-untied-bias", "qwen3", "llama-relu2-gated", "llama-gqa",
+                                  "qwen3-gqa-wide-heads"])
 def test_llama_layout_gives_transformers_the_same_logits(name, tmp_path):
     transformers = pytest.importorskip("transformers")
     m = _model(**VARIANTS[name]).eval()
-    llama.save_model(m, tmp_path)
+    save_model(m, tmp_path)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    assert type(theirs).__name__ == ("Qwen3ForCausalLM" if name == "qwen3" else "LlamaForCausalLM")
+    assert type(theirs).__name__ == ("Qwen3ForCausalLM" if name.startswith("qwen3") else "LlamaForCausalLM")
+    assert theirs.config.num_key_value_heads == m.config.n_kv_head
     x = torch.randint(0, 101, (2, 40))
     with torch.no_grad():
         assert (m(x) - theirs(x).logits).abs().max() <= 1e-4
@@ -84,7 +89,8 @@ def test_llama_layout_gives_transformers_the_same_logits(name, tmp_path):
     theirs.save_pretrained(tmp_path / "resaved")
     import json
     d = json.loads((tmp_path / "resaved" / "config.json").read_text())
-    cfg = llama.config_from_hf(d, "config.json")
+    cfg = llama.FAMILY.config_from_hf(d, "config.json") if d["model_type"] == "llama" else \
+        family_for(m.config).config_from_hf(d, "config.json")
     with torch.device("meta"):
         back = GPT(cfg)
     from safetensors.torch import load_file
@@ -102,10 +108,11 @@ def test_llama_layout_gives_transformers_the_same_logits(name, tmp_path):
     (dict(norm="rmsnorm"), "learned position embeddings with rmsnorm"),
     (dict(LLAMA, logit_softcap=30.0), "logit_softcap"),
     (dict(LLAMA, qk_norm=True, bias=True), "qk_norm with biases"),
+    (dict(n_kv_head=1), "grouped-query attention"),
 ])
 def test_combinations_without_a_transformers_equivalent_are_named(kw, words):
     with pytest.raises(GptkitError, match=words):
-        llama.layout_for(GPTConfig(vocab_size=10, n_positions=8, n_embd=8, n_layer=1, n_head=2, **kw))
+        family_for(GPTConfig(vocab_size=10, n_positions=8, n_embd=8, n_layer=1, n_head=2, **kw))
 
 
 @pytest.mark.parametrize("kw, words", [
@@ -115,6 +122,7 @@ def test_combinations_without_a_transformers_equivalent_are_named(kw, words):
     (dict(logit_softcap=float("inf")), "logit_softcap"),
     (dict(position_embedding="rope", n_embd=6, n_head=2), "even head size"),
     (dict(activation_function="tanh"), "activation_function"),
+    (dict(n_kv_head=3), "multiple of n_kv_head"),
 ])
 def test_bad_options_are_one_clear_error(kw, words):
     base = dict(vocab_size=10, n_positions=8, n_embd=8, n_layer=1, n_head=2)

@@ -1,4 +1,4 @@
-"""`gptkit prepare | train | eval | generate | lr-find | sweep | summarize | translate | finetune | score | serve`: a thin layer over the Python API.
+"""`gptkit prepare | train | eval | generate | lr-find | sweep | summarize | translate | finetune | score | serve | export`: a thin layer over the Python API.
 
 Each command is a module here with `register(subparsers)`; COMMANDS lists them in --help order.
 Bad input is one line on stderr ("gptkit: error: ...") and exit status 2; --debug shows the
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..errors import GptkitError, OptionError
 from . import eval as eval_cmd
-from . import generate, prepare, recipe, serve, tasks, train
+from . import export, generate, prepare, recipe, serve, tasks, train
 
-COMMANDS = [prepare, train, eval_cmd, generate, recipe, tasks, serve]
+COMMANDS = [prepare, train, eval_cmd, generate, recipe, tasks, serve, export]
 
 
 class Parser(argparse.ArgumentParser):
@@ -38,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except GptkitError as e:
         if args.debug:
             raise
@@ -59,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("gptkit: error: out of memory (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning on the command line: one `gptkit: warning: ...` line (no file and line)."""
+    print(f"gptkit: warning: {message}", file=sys.stderr)
 
 
 def _flags(parser: argparse.ArgumentParser) -> set[str]:

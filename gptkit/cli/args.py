@@ -7,7 +7,7 @@ Each field carries its help text, and optionally how the command line spells it:
 
 `cli` may hold: "default" (the command line's default where it differs from the API's), "choices",
 "type" (a parser for the string), "parse" (applied after the choices are checked), "append" (a repeatable flag), "flags" (extra spellings, e.g.
-"-n"), "positional" (nargs for a positional argument), "metavar", "required".
+"-n"), "positional" (nargs for a positional argument; True for exactly one), "metavar", "required".
 
 `add_dataclass_args` turns every field into a --flag-name whose --help line shows that text and
 its default; `from_args` reads the fields back from the parsed flags. With suppress=True, flags
@@ -61,7 +61,7 @@ def help_text(f: dataclasses.Field) -> str:
     """The field's help with its default: "what it does (unit) (default: X)"."""
     text = f.metadata.get("help", "")
     cli = f.metadata.get("cli", {})
-    if cli.get("required") or (cli.get("positional") and cli.get("positional") == "+"):
+    if cli.get("required") or cli.get("positional") in ("+", True):
         return text
     d = _default(f)
     shown = cli.get("default_text") or ("none" if d is None else str(d).lower() if isinstance(d, bool) else d)
@@ -92,8 +92,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         tp = _base_type(hints[f.name])
         kw: dict[str, Any] = {"help": help_text(f)}
         if cli.get("positional"):
-            parser.add_argument(f.name, nargs=cli["positional"], metavar=cli.get("metavar", f.name.upper()),
-                                **kw)
+            nargs = None if cli["positional"] is True else cli["positional"]
+            parser.add_argument(f.name, nargs=nargs, metavar=cli.get("metavar", f.name.upper()), **kw)
             continue
         flags = [*cli.get("flags", ()), "--" + f.name.replace("_", "-")]
         kw["default"] = argparse.SUPPRESS if suppress else _default(f)
@@ -112,6 +112,18 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         parser.add_argument(*flags, **kw)
 
 
+def override_default(parser: argparse.ArgumentParser, dest: str, value: Any) -> None:
+    """A flag's default changed for one command, in its --help line too (set_defaults alone would
+    leave the help naming the dataclass's default)."""
+    for action in parser._actions:
+        if action.dest == dest:
+            action.default = value
+            if action.help:
+                action.help = action.help.rsplit(" (default: ", 1)[0] + f" (default: {value})"
+            return
+    raise KeyError(dest)
+
+
 def from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """The field values of `cls` found in `args` (the parsed flags), over `base`."""
     values = dict(base or {})
@@ -123,10 +135,13 @@ def from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] | None =
     return values
 
 
-def load_config_file(path: str) -> dict[str, Any]:
+def load_config_file(path: str, flag: str = "--config") -> dict[str, Any]:
+    """A JSON or TOML file of options (flag: the command-line name the errors give it)."""
     p = Path(path)
+    if p.is_dir():
+        raise GptkitError(f"{flag} {p}: a directory, not a JSON or TOML file")
     if not p.is_file():
-        raise GptkitError(f"--config {p}: config file not found")
+        raise GptkitError(f"{flag} {p}: {'config ' if flag == '--config' else ''}file not found")
     try:
         text = p.read_text(encoding="utf-8")
         if p.suffix == ".toml":
@@ -135,9 +150,9 @@ def load_config_file(path: str) -> dict[str, Any]:
         else:
             d = json.loads(text)
     except RecursionError:
-        raise GptkitError(f"--config {p}: nested too deeply to be a config file") from None
+        raise GptkitError(f"{flag} {p}: nested too deeply to be a config file") from None
     except Exception as e:
-        raise GptkitError(f"--config {p}: cannot parse ({e})") from None
+        raise GptkitError(f"{flag} {p}: cannot parse ({e})") from None
     if not isinstance(d, dict):
-        raise GptkitError(f"--config {p}: expected an object of option names and values, got a {type(d).__name__}")
+        raise GptkitError(f"{flag} {p}: expected an object of option names and values, got a {type(d).__name__}")
     return d

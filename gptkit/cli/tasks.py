@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GptkitError
-from .args import add_dataclass_args, from_args
+from .args import add_dataclass_args, from_args, override_default
 
 
 @dataclass
@@ -86,6 +86,8 @@ def _examples(args: argparse.Namespace, need_target: bool) -> list[Any]:
         exs = [Example(t, None, f"argument {i + 1}") for i, t in enumerate(args.text)]
     elif args.input:
         p = Path(args.input)
+        if p.is_dir():
+            raise GptkitError(f"--input {p}: a directory, not a text file (one source per line)")
         if not p.is_file():
             raise GptkitError(f"--input {p}: no such file")
         try:
@@ -248,8 +250,8 @@ def register(sub: Any) -> None:
     add_dataclass_args(p, TemplateOptions)
     add_dataclass_args(p, TrainConfig, skip=("data", "progress", "preset"))
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: True)")
-    p.set_defaults(func=cmd_finetune, **_defaults(FinetuneOptions, DataOptions, TemplateOptions),
-                   out="runs/finetune")
+    p.set_defaults(func=cmd_finetune, **_defaults(FinetuneOptions, DataOptions, TemplateOptions))
+    override_default(p, "out", "runs/finetune")
 
     p = sub.add_parser("score", help="score task outputs (ROUGE, BLEU, chrF, exact match) with baselines and "
                                      "paired-bootstrap intervals")

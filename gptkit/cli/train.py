@@ -21,7 +21,21 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
     if args.data is not None:
         values["data"] = args.data
     values["progress"] = not args.quiet
+    if values.get("resume") and "preset" not in values:  # the run's own preset, not the default's
+        preset = _run_preset(Path(values.get("out") or TrainConfig.out))
+        if preset is not None:
+            values["preset"] = preset
     return TrainConfig.from_dict(values, source=args.config or "flags")
+
+
+def _run_preset(out: Path) -> str | None:
+    """The --preset a run in `out` was trained with (its train_config.json), if it says."""
+    import json
+    try:
+        preset = json.loads((out / "train_config.json").read_text(encoding="utf-8")).get("preset")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return preset if isinstance(preset, str) else None
 
 
 def _fresh_run_dir(default: Path) -> Path:

@@ -59,6 +59,8 @@ def _read_part(d: Path) -> dict:
         raise GptkitError(f"--merge: {d} is not a part directory (no meta.json)") from None
     except (OSError, ValueError) as e:
         raise GptkitError(f"--merge: {path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise GptkitError(f"--merge: {path} is nested too deeply to be a part's meta.json") from None
     if not isinstance(meta, dict) or meta.get("format") != PART_FORMAT:
         what = "a finished data directory" if isinstance(meta, dict) and meta.get("format") == FORMAT else "not a part"
         raise GptkitError(f"--merge: {d} is {what}, not a part written by prepare --num-shards N --shard-index I")
@@ -110,10 +112,10 @@ def check_parts(parts: list[Path]) -> list[tuple[Path, dict]]:
 class _PartReader:
     """Token ranges of one split of a part, across its shard files."""
 
-    def __init__(self, d: Path, info: dict, dtype: np.dtype):
+    def __init__(self, d: Path, info: dict, dtype: np.dtype, vocab_size: int):
         self.files = [d / sh["file"] for sh in info["shards"]]
         self.starts = np.cumsum([0] + [sh["tokens"] for sh in info["shards"]])
-        self.dtype = dtype
+        self.dtype, self.vocab_size = dtype, vocab_size
 
     def read(self, start: int, n: int, chunk: int = 1 << 24):
         end = start + n
@@ -122,7 +124,12 @@ class _PartReader:
             count = min(end, int(self.starts[k + 1])) - start
             for a in range(0, count, chunk):
                 m = min(chunk, count - a)
-                yield np.fromfile(self.files[k], dtype=self.dtype, count=m, offset=(start - int(self.starts[k]) + a) * self.dtype.itemsize)
+                ids = np.fromfile(self.files[k], dtype=self.dtype, count=m,
+                                  offset=(start - int(self.starts[k]) + a) * self.dtype.itemsize)
+                if len(ids) and int(ids.max()) >= self.vocab_size:  # checked as it is read: one max a chunk
+                    raise GptkitError(f"--merge: shard {self.files[k]} holds token id {int(ids.max())}, beyond the "
+                                      f"vocabulary of {self.vocab_size} ids: that part is corrupt; prepare it again")
+                yield ids
             start += count
 
 
@@ -147,7 +154,7 @@ def merge(parts: list[str | os.PathLike], out_dir: str | os.PathLike, overwrite:
         with tqdm(total=total, unit="doc", desc="merge", disable=not progress, file=sys.stderr) as bar:
             for p, m in metas:
                 cstats.add_dict(m["cleaning"]["stats"])
-                readers = {s: _PartReader(p, m["splits"][s], dtype) for s in SPLITS}
+                readers = {s: _PartReader(p, m["splits"][s], dtype, m0["vocab_size"]) for s in SPLITS}
                 table = np.memmap(p / "documents.bin", dtype=docs_dtype(), mode="r") if m["documents"] else []
                 run = None  # (split, start, end) of consecutive kept documents, copied at once
                 for row in table:

@@ -63,7 +63,17 @@ class TokenShards:
         if self.num_tokens != info["tokens"]:
             raise GptkitError(f"{self.data_dir / 'meta.json'}: split {split!r} lists {info['tokens']} tokens but its shards hold {self.num_tokens}")
         self.num_bytes: int = info["bytes"]
+        self.vocab_size: int = self.meta["vocab_size"]
         self._starts: dict[int, np.ndarray] = {}
+
+    def _checked(self, w: torch.Tensor) -> torch.Tensor:
+        """A batch of windows, its ids checked against the vocabulary (one max per batch: a shard
+        with foreign ids is an error naming it, not an IndexError deep in the model)."""
+        top = int(w.max()) if w.numel() else 0
+        if top >= self.vocab_size:
+            raise GptkitError(f"{self.data_dir}: split {self.split!r} holds token id {top}, beyond the "
+                              f"vocabulary of {self.vocab_size} ids (a corrupt or foreign shard): prepare it again")
+        return w
 
     def _window_ends(self, block_size: int) -> np.ndarray:
         """Cumulative count of window starts per shard (a window never straddles two shards)."""
@@ -96,7 +106,7 @@ class TokenShards:
         for p in picks:
             k = int(np.searchsorted(ends, p, side="right"))
             rows.append(self._window(k, p - (int(ends[k - 1]) if k else 0), block_size))
-        w = torch.stack(rows)
+        w = self._checked(torch.stack(rows))
         return w[:, :-1], w[:, 1:]
 
     def iter_eval_batches(self, batch_size: int, block_size: int, max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -107,12 +117,12 @@ class TokenShards:
             for i in range(0, len(shard) - block_size, block_size):
                 rows.append(self._window(k, i, block_size))
                 if len(rows) == batch_size:
-                    w, rows, done = torch.stack(rows), [], done + 1
+                    w, rows, done = self._checked(torch.stack(rows)), [], done + 1
                     yield w[:, :-1], w[:, 1:]
                     if max_batches is not None and done >= max_batches:
                         return
         if rows:
-            w = torch.stack(rows)
+            w = self._checked(torch.stack(rows))
             yield w[:, :-1], w[:, 1:]
 
 
@@ -123,6 +133,7 @@ def unigram_entropy(data_dir: str | os.PathLike) -> float:
     counts = np.zeros(shards.meta["vocab_size"], dtype=np.int64)
     for s in shards.shards:
         for a in range(0, len(s), 1 << 24):
+            shards._checked(torch.from_numpy(np.asarray(s[a : a + (1 << 24)], dtype=np.int64)))
             counts += np.bincount(s[a : a + (1 << 24)], minlength=len(counts))
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())

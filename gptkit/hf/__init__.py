@@ -1,5 +1,5 @@
-"""Model files: safetensors weights + config.json in the Hugging Face GPT-2 layout (or Llama's,
-for models GPT-2 cannot express: see llama.py), in and out.
+"""Model files: safetensors weights + config.json in a Hugging Face family's layout (GPT-2, Llama,
+Mistral, Qwen2, Qwen3: one adapter module each, registered in family.py), in and out.
 
 A directory gptkit writes is a valid Hugging Face GPT-2 directory (config.json,
 model.safetensors, vocab.json, merges.txt, ...): transformers' AutoModelForCausalLM and
@@ -33,21 +33,13 @@ from ..errors import GptkitError
 from ..files import atomic_path, write_json
 from ..model import GPT, GPTConfig
 from ..tokenizer import load_hf_tokenizer
-from . import llama
-from .gpt2 import (
-    _CONV1D_SUFFIXES,
-    _check_exportable,
-    _same,
-    config_from_hf,
-    hf_config,
-    hf_to_gptkit_name,
-    load_state_into,
-    to_hf_state_dict,
-)
+from .family import FAMILIES, Family, family_for, family_of
 from .hub import resolve_model_dir
-from .weights import CONFIG_FILE, WEIGHTS_FILE, iter_tensors, read_config_dict, weight_files
+from .state import load_state_into
+from .weights import CONFIG_FILE, WEIGHTS_FILE, iter_tensors, read_config_dict, read_weights, weight_files
 
-__all__ = ["load_model", "read_state_dict", "resolve_dtype", "resolve_model_dir", "save_model"]
+__all__ = ["FAMILIES", "check_saveable", "family_for", "load_model", "load_state_into", "read_config",
+           "read_state_dict", "resolve_dtype", "resolve_model_dir", "save_model"]
 
 # ---------------------------------------------------------------------------- dtypes
 
@@ -97,64 +89,45 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
         return _load_model(name_or_path, dtype, device)
 
 
+def _special_ids_in_vocab(config: GPTConfig, source: str) -> GPTConfig:
+    """transformers' GPT2Config keeps GPT-2's bos/eos id 50256 whatever the vocabulary: a smaller
+    model saved so loads (transformers generates with it) but an id past the vocabulary cannot end
+    a sequence. Warn and drop it: generation then stops at the tokenizer's end-of-text, if any."""
+    changes = {key: None for key in ("eos_token_id", "bos_token_id")
+               if getattr(config, key) is not None and not 0 <= getattr(config, key) < config.vocab_size}
+    if changes:  # one line for both (transformers' default sets them alike)
+        named = " and ".join(f"{key} {getattr(config, key)}" for key in changes)
+        warnings.warn(f"{source}: {named} {'is' if len(changes) == 1 else 'are'} not a token id of this "
+                      f"{config.vocab_size}-token model; generating without it", stacklevel=4)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def _load_model(name_or_path: str | os.PathLike, dtype: Any, device: str | torch.device) -> GPT:
     target = resolve_dtype(dtype)
     directory = resolve_model_dir(name_or_path)
-    d = read_config_dict(directory)
-    is_llama = isinstance(d, dict) and d.get("model_type") in llama.ARCHITECTURES
-    config = (llama.config_from_hf if is_llama else config_from_hf)(d, str(directory / CONFIG_FILE))
+    family, config = _read_config(directory)
+    config = _special_ids_in_vocab(config, str(directory / CONFIG_FILE))
     files = weight_files(directory)
     source = str(files[0]) if len(files) == 1 else str(directory)
     if target is None:
         target = torch.float32
     elif target == "auto":
-        target = _declared_dtype(d)  # None: the first floating tensor's dtype decides
+        target = _declared_dtype(read_config_dict(directory))  # None: the first floating tensor's dtype decides
     device = resolve_device(device)
-    if is_llama:  # a Llama / Qwen3 directory: the rotary, RMSNorm, gated-MLP GPT (hf/llama.py)
-        with torch.device("meta"):
-            model = GPT(config)
-        llama.load_state(model, iter_tensors(files), target, device, source)
-        return _finish(model, directory)
-
-    with torch.device("meta"):
-        model = GPT(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    sd: dict[str, torch.Tensor] = {}
-    lm_head: tuple[torch.Tensor, str] | None = None
+    raw: dict[str, torch.Tensor] = {}
     for e in iter_tensors(files):
-        ours = hf_to_gptkit_name(e.name)
-        if ours is None:
-            continue
-        if ours not in expected:
-            if not config.bias and ours.endswith(".bias"):  # a bias-free model saved as GPT-2: zeros
-                if e.load().count_nonzero():
-                    raise GptkitError(f"{e.source}: tensor {e.name} is not zero, but {CONFIG_FILE} says the "
-                                      "model has no biases (gptkit.bias false)")
-                continue
-            raise GptkitError(f"{e.source}: unexpected tensor {e.name} (not part of a GPT-2 model)")
-        conv = ours.endswith(_CONV1D_SUFFIXES)
-        want = expected[ours][::-1] if conv else expected[ours]
-        if tuple(e.shape) != want:
-            raise GptkitError(f"{e.source}: tensor {e.name} has shape {tuple(e.shape)}, but {CONFIG_FILE} "
-                              f"implies {want}")
+        if not family.keeps(e.name):
+            continue  # buffers and other heads, skipped unread
         if not e.dtype.is_floating_point:
             raise GptkitError(f"{e.source}: tensor {e.name} is {e.dtype}, not floating point")
-        if ours in sd or (ours == "lm_head.weight" and lm_head is not None):
+        if e.name in raw:
             raise GptkitError(f"{e.source}: tensor {e.name} appears twice in the checkpoint")
         if target is None:
             target = e.dtype
-        t = e.load(target, device, transpose=conv)
-        if ours == "lm_head.weight":
-            lm_head = (t, e.source)
-        else:
-            sd[ours] = t
-        del t
-    if lm_head is not None:  # tied: it must be the embedding itself
-        wte = sd.get("transformer.wte.weight")
-        if wte is not None and not _same(lm_head[0], wte):
-            raise GptkitError(f"{lm_head[1]}: lm_head.weight differs from transformer.wte.weight, but "
-                              f"{CONFIG_FILE} ties them (untied output layers are not supported)")
-        lm_head = None
+        raw[e.name] = e.load(target, device)
+    sd = family.from_hf(raw, config, source)  # consumes raw: one copy of the weights at a time
+    with torch.device("meta"):
+        model = GPT(config)
     load_state_into(model, sd, source)
     del sd
     return _finish(model, directory)
@@ -169,24 +142,22 @@ def _finish(model: GPT, directory: Path) -> GPT:
     return model.eval()
 
 
-def read_state_dict(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
-    """All tensors of a model directory (either layout) under gptkit's names, for --resume."""
-    from .gpt2 import from_hf_state_dict
-    from .weights import read_weights
-    directory = Path(directory)
+def _read_config(directory: Path) -> tuple[Family, GPTConfig]:
     d = read_config_dict(directory)
-    sd, source = read_weights(directory)
-    if isinstance(d, dict) and d.get("model_type") in llama.ARCHITECTURES:
-        return llama.from_hf_state_dict(sd, llama.config_from_hf(d, str(directory / CONFIG_FILE)), source), source
-    return from_hf_state_dict(sd, source), source
+    family = family_of(d, str(directory / CONFIG_FILE))
+    return family, family.config_from_hf(d, str(directory / CONFIG_FILE))
+
+
+def read_state_dict(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """All tensors of a model directory (any family) under gptkit's names, for --resume."""
+    family, config = _read_config(Path(directory))
+    sd, source = read_weights(Path(directory))
+    return family.from_hf({k: v for k, v in sd.items() if family.keeps(k)}, config, source), source
 
 
 def read_config(directory: str | os.PathLike) -> GPTConfig:
-    """The GPTConfig of a model directory (either layout), without reading its weights."""
-    directory = Path(directory)
-    d = read_config_dict(directory)
-    is_llama = isinstance(d, dict) and d.get("model_type") in llama.ARCHITECTURES
-    return (llama.config_from_hf if is_llama else config_from_hf)(d, str(directory / CONFIG_FILE))
+    """The GPTConfig of a model directory (any family), without reading its weights."""
+    return _read_config(Path(directory))[1]
 
 
 # ---------------------------------------------------------------------------- tokenizer
@@ -211,57 +182,54 @@ def _maybe_tokenizer(directory: Path, vocab_size: int | None = None) -> tuple[An
 
 # ---------------------------------------------------------------------------- save
 
-def check_savable(model: GPT) -> str:
-    """The transformers layout save_model will write the model in ("gpt2", "llama" or "qwen3"), or
-    a GptkitError saying why it cannot: the trainer calls it before its first step, so that no run
-    trains for hours and then fails to save."""
+def check_saveable(model: GPT | GPTConfig) -> Family:
+    """The family save_model will write the model in (family_for decides), or a GptkitError saying
+    why it cannot: the trainer calls it with its planned config before reading any data, and with the
+    built model before its first step, so that no run trains for hours and then fails to save. A
+    model's tensors must be exactly the family's (a quantized or modified model is refused by name)."""
+    if isinstance(model, GPTConfig):
+        return family_for(model)
+    family = family_for(model.config)
     if any(p.is_meta for p in model.parameters()):
         raise GptkitError("the model has parameters on the meta device (not loaded); nothing to save")
-    layout = llama.layout_for(model.config)  # refuses what no transformers layout can express
-    if layout == "gpt2":
-        _gpt2_state_dict(model)
-    return layout
-
-
-def _gpt2_state_dict(model: GPT) -> dict[str, torch.Tensor]:
-    """GPT-2's tensors for the model (no copy), checked. A bias-free model is GPT-2 with biases of
-    zero: they are written as zeros, so transformers loads it and computes the same logits;
-    gptkit reads them back into a bias-free model."""
-    if model.lm_head.weight is not model.transformer.wte.weight:
-        raise GptkitError("the model's output layer is not tied to its token embedding; GPT-2's layout "
-                          "cannot express that")
-    sd = to_hf_state_dict(model)
-    config = model.config
-    if not config.bias:
-        with torch.device("meta"):
-            full = to_hf_state_dict(GPT(dataclasses.replace(config, bias=True)))
-        some = next(iter(sd.values()))
-        for name, t in full.items():
-            if name not in sd and name.endswith(".bias"):
-                sd[name] = torch.zeros(t.shape, dtype=some.dtype, device=some.device)
-        config = dataclasses.replace(config, bias=True)
-    _check_exportable(config, sd)
-    return sd
+    sd = family.to_hf(model.state_dict(), model.config)
+    with torch.device("meta"):
+        reference = family.to_hf(GPT(model.config).state_dict(), model.config)
+    extra, missing = sorted(set(sd) - set(reference)), sorted(set(reference) - set(sd))
+    if extra or missing:
+        what = f"tensor {extra[0]} has" if extra else f"tensor {missing[0]} is missing, which has"
+        raise GptkitError(f"cannot save in the Hugging Face {family.title} layout: {what} no {family.title} "
+                          "equivalent (a quantized or modified model?)")
+    for k, t in sd.items():
+        if not t.is_floating_point() or t.shape != reference[k].shape:
+            raise GptkitError(f"cannot save in the Hugging Face {family.title} layout: tensor {k} is {t.dtype} "
+                              f"{tuple(t.shape)}, {family.title} needs a float tensor of {tuple(reference[k].shape)}")
+    return family
 
 
 def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
     """Write config.json + model.safetensors (+ tokenizer files) into `directory`, atomically.
 
-    The result is a Hugging Face GPT-2 directory (a bias-free model with zero biases), or a Llama /
-    Qwen3 one for a model with rotary embeddings, RMSNorm and a gated MLP (hf/llama.py); what no
-    transformers layout can express is refused here (and by the trainer before its first step),
-    never silently dropped.
+    The result is a Hugging Face directory of the family that expresses the model exactly (GPT-2,
+    Llama, Qwen2, Qwen3, Mistral: family_for decides); what none can express is refused here (and
+    by the trainer before its first step), never silently dropped.
     """
-    if check_savable(model) != "gpt2":
-        return llama.save_model(model, directory, tokenizer)
-    sd = _gpt2_state_dict(model)
+    family = check_saveable(model)
+    sd = {k: v.cpu() for k, v in family.to_hf(model.state_dict(), model.config).items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.cpu() for k, v in sd.items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(sd, str(tmp), metadata={"format": "pt"})
     del sd
-    write_json(directory / CONFIG_FILE, hf_config(model.config, model.dtype))
+    write_json(directory / CONFIG_FILE, family.config_to_hf(model.config, model.dtype))
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
+
+
+def hf_state(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """What save_model writes, without writing it: config.json as a dict and the state dict under
+    transformers' names and shapes (the GGUF exporter converts from these, as llama.cpp's
+    converter does from a transformers directory)."""
+    family = check_saveable(model)
+    return family.config_to_hf(model.config, model.dtype), family.to_hf(model.state_dict(), model.config)

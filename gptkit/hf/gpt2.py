@@ -1,4 +1,8 @@
-"""The GPT-2 layout: config.json <-> GPTConfig, tensor names and Conv1D shapes <-> ours.
+"""The GPT-2 family (GPT2LMHeadModel): config.json <-> GPTConfig, tensor names and Conv1D shapes <-> ours.
+
+Our names are GPT-2's; GPT-2 stores its projections as Conv1D, (in, out), where we use nn.Linear,
+(out, in), so those are transposed at the file boundary. A bias-free model is written as GPT-2 with
+biases of zero (transformers loads it and computes the same logits) and read back without them.
 """
 from __future__ import annotations
 
@@ -57,14 +61,7 @@ def hf_config(config: GPTConfig, dtype: torch.dtype = torch.float32) -> dict[str
 
 def config_from_hf(d: dict[str, Any], source: str = CONFIG_FILE) -> GPTConfig:
     """Read a GPT-2 config.json; options we cannot honour are refused by name."""
-    if not isinstance(d, dict):
-        raise GptkitError(f"{source}: expected a JSON object")
     archs = d.get("architectures") or []
-    model_type = d.get("model_type", "gpt2" if not archs or any(a.startswith("GPT2") for a in archs) else None)
-    if model_type != "gpt2":
-        what = f"model_type {model_type!r}" if model_type else f"architectures {archs}"
-        raise GptkitError(f"{source}: {what} is not an architecture gptkit loads (GPT-2: model_type 'gpt2'; "
-                          "and the Llama / Qwen3 shapes gptkit saves: 'llama', 'qwen3')")
     other = [a for a in archs if a not in _LM_ARCHITECTURES]
     if other:
         raise GptkitError(f"{source}: architecture {other[0]} is not a GPT-2 language model (gptkit loads "
@@ -108,6 +105,24 @@ def _token_id(v: Any) -> int | None:
     return v if isinstance(v, int) else None
 
 
+def cannot_hold(config: GPTConfig) -> list[str]:
+    """What of `config` GPT-2's layout cannot express (biases may be off: they are written as zeros)."""
+    if config.position_embedding != "learned":
+        return ["rotary position embeddings (GPT-2's layout has learned ones)"]
+    why = []
+    extras = [n for n, on in (("rmsnorm", config.norm == "rmsnorm"), ("a gated MLP", config.gated_mlp),
+                              ("qk_norm", config.qk_norm), ("an untied output layer", not config.tie_word_embeddings),
+                              ("grouped-query attention", config.n_kv_head != config.n_head),
+                              ("a head_size other than n_embd / n_head", config.head_dim * config.n_head != config.n_embd),
+                              ("qkv_bias without bias", config.qkv_bias and not config.bias)) if on]
+    if extras:
+        why.append("learned position embeddings with " + ", ".join(extras) + " (GPT-2's layout has LayerNorm, a "
+                   "plain MLP, multi-head attention and a tied output layer; Llama's has RoPE)")
+    if config.logit_softcap is not None:
+        why.append("logit_softcap (no Llama/GPT-2 equivalent)")
+    return why
+
+
 def hf_to_gptkit_name(name: str) -> str | None:
     """Our name for a GPT-2 tensor name (with or without the 'transformer.' prefix); None for
     what is not a parameter: the causal-mask buffers of old checkpoints, other classes' heads."""
@@ -118,20 +133,27 @@ def hf_to_gptkit_name(name: str) -> str | None:
     return name
 
 
-def to_hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
-    """Our parameters under GPT-2's names and Conv1D shapes (the tied lm_head is not stored)."""
+def to_hf(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    """Our tensors under GPT-2's names and Conv1D shapes (the tied lm_head not stored; a bias-free
+    model's biases as zeros)."""
     out = {}
-    for name, t in model.state_dict().items():
+    for name, t in sd.items():
         if name == "lm_head.weight":
             continue
         t = t.detach()
-        if name.endswith(_CONV1D_SUFFIXES):
-            t = t.t()
-        out[name] = t.contiguous()
+        out[name] = (t.t() if name.endswith(_CONV1D_SUFFIXES) else t).contiguous()
+    if not config.bias and out:
+        import dataclasses
+        with torch.device("meta"):
+            full = GPT(dataclasses.replace(config, bias=True)).state_dict()
+        some = next(iter(out.values()))
+        for name, t in full.items():
+            if name not in out and name.endswith(".bias"):
+                out[name] = torch.zeros(t.shape, dtype=some.dtype, device=some.device)
     return out
 
 
-def from_hf_state_dict(sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+def from_hf(sd: dict[str, torch.Tensor], config: GPTConfig, source: str) -> dict[str, torch.Tensor]:
     """GPT-2 tensors -> our names and shapes. Consumes `sd` (each tensor is popped as it is
     converted), so the weights are never held twice."""
     out = {}
@@ -140,14 +162,19 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], source: str) -> dict[str, to
         ours = hf_to_gptkit_name(name)
         if ours is None:
             continue
+        if not config.bias and ours.endswith(".bias"):  # a bias-free model saved as GPT-2: zeros
+            if t.count_nonzero():
+                raise GptkitError(f"{source}: tensor {name} is not zero, but {CONFIG_FILE} says the model has no "
+                                  "biases (gptkit.bias false)")
+            continue
         if ours.endswith(_CONV1D_SUFFIXES) and t.dim() == 2:
             t = t.t().contiguous()
         out[ours] = t
     lm_head = out.pop("lm_head.weight", None)
     wte = out.get("transformer.wte.weight")
     if lm_head is not None and wte is not None and not _same(lm_head, wte):
-        raise GptkitError(f"{source}: lm_head.weight differs from transformer.wte.weight; gptkit ties the "
-                          "output layer to the token embedding (untied heads are not supported)")
+        raise GptkitError(f"{source}: lm_head.weight differs from transformer.wte.weight, but {CONFIG_FILE} ties "
+                          "them (GPT-2's layout has a tied output layer)")
     return out
 
 
@@ -155,43 +182,20 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.equal(a.to(b.device, b.dtype), b)
 
 
-def load_state_into(model: GPT, sd: dict[str, torch.Tensor], source: str, assign: bool = True) -> None:
-    """Check names and shapes, then load; assign=True adopts the tensors (no copy, meta models)."""
-    tied = model.config.tie_word_embeddings
-    expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" or not tied}
-    if not model.config.bias:  # a bias-free model is saved as GPT-2 with zero biases
-        for k in [k for k in sd if k not in expected and k.endswith(".bias")]:
-            if sd[k].count_nonzero():
-                raise GptkitError(f"{source}: tensor {k} is not zero, but the model has no biases")
-            del sd[k]
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise GptkitError(f"{source}: missing tensor {missing[0]}{more}")
-    if unexpected:
-        raise GptkitError(f"{source}: unexpected tensor {unexpected[0]} (not a GPT-2 model of this config?)")
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise GptkitError(f"{source}: tensor {k} has shape {tuple(v.shape)}, config.json implies "
-                              f"{tuple(expected[k].shape)}")
-    model.load_state_dict(sd, strict=False, assign=assign)
-    if tied:
-        model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign
+def keeps(name: str) -> bool:
+    return hf_to_gptkit_name(name) is not None
 
 
-def _check_exportable(config: GPTConfig, sd: dict[str, torch.Tensor]) -> None:
-    """Exactly GPT-2's tensors, floating point, of GPT-2's shapes: anything else (a quantized or
-    adapted model, an extra module) is refused by name rather than written half-right."""
-    with torch.device("meta"):
-        reference = to_hf_state_dict(GPT(config))
-    extra = sorted(set(sd) - set(reference))
-    missing = sorted(set(reference) - set(sd))
-    if extra or missing:
-        what = f"tensor {extra[0]} has" if extra else f"tensor {missing[0]} is missing, which has"
-        raise GptkitError(f"cannot save in the Hugging Face GPT-2 layout: {what} no GPT-2 equivalent "
-                          "(a quantized or modified model?)")
-    for k, t in sd.items():
-        if not t.is_floating_point() or t.shape != reference[k].shape:
-            raise GptkitError(f"cannot save in the Hugging Face GPT-2 layout: tensor {k} is {t.dtype} "
-                              f"{tuple(t.shape)}, GPT-2 needs a float tensor of {tuple(reference[k].shape)}")
+class _GPT2:
+    model_type = "gpt2"
+    architecture = "GPT2LMHeadModel"
+    title = "GPT-2"
+    keeps = staticmethod(keeps)
+    cannot_hold = staticmethod(cannot_hold)
+    config_to_hf = staticmethod(hf_config)
+    config_from_hf = staticmethod(config_from_hf)
+    to_hf = staticmethod(to_hf)
+    from_hf = staticmethod(from_hf)
+
+
+FAMILY = _GPT2()

@@ -1,17 +1,16 @@
-"""The Llama layout (and Qwen3's, Llama plus QK-norm) in and out of transformers' files.
+"""The Llama family (LlamaForCausalLM), and the adapter Mistral, Qwen2 and Qwen3 share (one module each:
+mistral.py, qwen2.py, qwen3.py say how they differ).
 
-GPT-2's layout cannot express rotary embeddings, RMSNorm or a gated MLP; Llama's can
-(LlamaForCausalLM: RoPE in its rotate-half form, RMSNorm, gate/up/down MLP with any of
-transformers' activations, optional biases, tied or untied output layer). A gptkit GPT with those
-options is saved as a Llama directory that `AutoModelForCausalLM` loads with the same logits, and
-loads back from it. With QK-norm as well it is a Qwen3 directory (Qwen3 is Llama plus a per-head
-RMSNorm of queries and keys before RoPE). `layout_for` says which layout a config needs, or why
-none fits, so that the trainer can refuse a combination before its first step.
+The four classes are one architecture: RoPE in its rotate-half form (with rope_scaling: rope.py),
+RMSNorm, a gate/up/down MLP, grouped-query attention, tied or untied output layer. They differ in
+biases (Llama: attention_bias and mlp_bias; Qwen2: q/k/v biases always; Qwen3: QK-norm; Mistral:
+none), in sliding-window attention (refused where it would change a result: gptkit attends over
+the whole context) and in their config defaults.
 
 Our names -> theirs (ours fuse q/k/v into attn.c_attn and gate/up into mlp.c_fc; both nn.Linear):
   transformer.wte.weight             model.embed_tokens.weight
   transformer.h.i.ln_1.weight        model.layers.i.input_layernorm.weight
-  transformer.h.i.attn.c_attn.*      model.layers.i.self_attn.{q,k,v}_proj.*
+  transformer.h.i.attn.c_attn.*      model.layers.i.self_attn.{q,k,v}_proj.* (n_head, n_kv_head, n_kv_head heads)
   transformer.h.i.attn.c_proj.*      model.layers.i.self_attn.o_proj.*
   transformer.h.i.attn.{q,k}_norm.*  model.layers.i.self_attn.{q,k}_norm.weight (Qwen3)
   transformer.h.i.ln_2.weight        model.layers.i.post_attention_layernorm.weight
@@ -23,130 +22,200 @@ Our names -> theirs (ours fuse q/k/v into attn.c_attn and gate/up into mlp.c_fc;
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..errors import GptkitError
 from ..model import ACTIVATIONS, GPTConfig
-
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
-GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "relu2", "silu")
+from ..rope import rope_type
 
 
-def layout_for(config: GPTConfig) -> str:
-    """'gpt2', 'llama' or 'qwen3': the transformers layout that expresses `config` exactly; a
-    GptkitError naming the option(s) when none does (checked before training starts)."""
-    if config.is_gpt2:
-        return "gpt2"
-    why = []
-    if config.logit_softcap is not None:
-        why.append("logit_softcap (no Llama/GPT-2 equivalent)")
-    if config.position_embedding != "rope":
-        why.append("learned position embeddings with " + ", ".join(
-            n for n, on in (("rmsnorm", config.norm == "rmsnorm"), ("a gated MLP", config.gated_mlp),
-                            ("qk_norm", config.qk_norm), ("an untied output layer", not config.tie_word_embeddings))
-            if on) + " (GPT-2's layout has LayerNorm, a plain MLP and a tied output layer; Llama's has RoPE)")
-    else:
+@dataclass(frozen=True)
+class LlamaLike:
+    """One Llama-shaped family. `biases` says which its files have: "llama" (attention_bias on q/k/v/o,
+    mlp_bias on the MLP), "qkv" (q/k/v always, Qwen2), "attention" (attention_bias only, Qwen3) or
+    "none" (Mistral); `window` how it spells sliding windows: "sliding_window" (every layer, Mistral)
+    or "use_sliding_window" (Qwen's switch and layer_types)."""
+    model_type: str
+    architecture: str
+    title: str
+    biases: str
+    window: str | None = None
+    qk_norm: bool = False
+    defaults: dict[str, Any] = field(default_factory=dict)  # transformers' values for absent keys
+
+    # ------------------------------------------------------------------ what it holds
+    def cannot_hold(self, config: GPTConfig) -> list[str]:
+        if config.position_embedding != "rope":
+            return ["learned position embeddings (the Llama family has RoPE)"]
+        why = []
         if config.norm != "rmsnorm":
             why.append("rope with layernorm (Llama's layout needs norm=rmsnorm)")
         if not config.gated_mlp:
-            why.append(f"rope with a plain {config.activation_function} MLP (Llama's layout needs a gated "
-                       "MLP: mlp=swiglu)")
-        if config.qk_norm and config.bias:
-            why.append("qk_norm with biases (Qwen3's layout, Llama's with QK-norm, has none: use --no-bias)")
-    if why:
-        raise GptkitError("this model has no transformers equivalent, so it could not be saved: "
-                          + "; ".join(why))
-    return "qwen3" if config.qk_norm else "llama"
+            why.append(f"rope with a plain {config.activation_function} MLP (Llama's layout needs a gated MLP: "
+                       "gated_mlp with activation_function silu is SwiGLU)")
+        if config.logit_softcap is not None:
+            why.append("logit_softcap (no Llama/GPT-2 equivalent)")
+        if config.qk_norm != self.qk_norm:
+            why.append("qk_norm (Qwen3's layout has it, Llama's none)" if config.qk_norm else
+                       f"no qk_norm ({self.architecture} has it)")
+        bias, qkv = config.bias, config.qkv_bias and not config.bias
+        if self.biases == "llama" and qkv:
+            why.append("qkv_bias without bias (Llama's attention_bias covers o_proj too; Qwen2's layout has it)")
+        elif self.biases == "qkv" and (bias or not qkv):
+            why.append("Qwen2's layout has q/k/v biases and no others (qkv_bias, no bias)")
+        elif self.biases in ("attention", "none") and (bias or qkv):
+            why.append("qk_norm with biases (Qwen3's layout, Llama's with QK-norm, has none: use --no-bias)"
+                       if self.qk_norm else f"biases ({self.architecture} has none)")
+        return why
+
+    # ------------------------------------------------------------------ config.json
+    def config_to_hf(self, config: GPTConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+        scaling = dict(config.rope_scaling or {})
+        d: dict[str, Any] = {
+            "architectures": [self.architecture], "model_type": self.model_type,
+            "vocab_size": config.vocab_size, "hidden_size": config.n_embd, "intermediate_size": config.hidden_size,
+            "num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
+            "num_key_value_heads": config.n_kv_head, "head_dim": config.head_dim,
+            "hidden_act": config.activation_function, "max_position_embeddings": config.n_positions,
+            "rms_norm_eps": config.layer_norm_epsilon,
+            "rope_theta": config.rope_theta,  # transformers < 5
+            "rope_parameters": {**scaling, "rope_type": rope_type(scaling), "rope_theta": config.rope_theta},
+            "attention_dropout": config.dropout, "initializer_range": 0.02,
+            "tie_word_embeddings": config.tie_word_embeddings, "use_cache": True,
+            "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
+            "dtype": str(dtype).removeprefix("torch."), "torch_dtype": str(dtype).removeprefix("torch."),
+            "gptkit": {"zero_init": config.zero_init, "dropout": config.dropout},
+        }
+        if scaling:
+            d["rope_scaling"] = {**scaling, "rope_type": rope_type(scaling)}  # transformers < 5
+        if self.biases == "llama":
+            d.update(attention_bias=config.bias, mlp_bias=config.bias, pretraining_tp=1)
+        elif self.biases == "attention":
+            d.update(attention_bias=False)
+        if self.window == "sliding_window":
+            d.update(sliding_window=None)
+        elif self.window == "use_sliding_window":
+            d.update(use_sliding_window=False, sliding_window=None, max_window_layers=config.n_layer,
+                     layer_types=["full_attention"] * config.n_layer)
+        return d
+
+    def config_from_hf(self, d: dict[str, Any], source: str) -> GPTConfig:
+        """A GPTConfig from the family's config.json; what gptkit cannot compute is refused by name."""
+        d = {**self.defaults, **{k: v for k, v in d.items() if v is not None or k in ("sliding_window",)}}
+        missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "intermediate_size") if not _is_int(d.get(k))]
+        if missing:
+            raise GptkitError(f"{source}: missing or non-integer key(s) {', '.join(missing)}")
+        heads, hidden = d["num_attention_heads"], d["hidden_size"]
+        kv_heads = d.get("num_key_value_heads") or heads
+        head_dim = d.get("head_dim") or (hidden // heads if heads >= 1 else None)
+        for key, v in (("num_key_value_heads", kv_heads), ("head_dim", head_dim)):
+            if not _is_int(v) or v < 1:
+                raise GptkitError(f"{source}: {key} must be a positive integer, got {v!r}")
+        for key in ("quantization_config", "partial_rotary_factor"):
+            if d.get(key) not in (None, 1.0):
+                raise GptkitError(f"{source}: {key} is not supported (gptkit computes full-precision weights and "
+                                  "rotates whole heads)")
+        theta, scaling = _rope(d, source)
+        act = d.get("hidden_act", "silu")
+        if act not in ACTIVATIONS:
+            raise GptkitError(f"{source}: hidden_act {act!r} is not supported (gptkit has {', '.join(ACTIVATIONS)})")
+        bias, qkv_bias = self._biases(d, source)
+        n_positions = int(d.get("max_position_embeddings") or 2048)
+        self._check_window(d, n_positions, source)
+        gk = d.get("gptkit") if isinstance(d.get("gptkit"), dict) else {}
+        try:
+            return GPTConfig(
+                vocab_size=d["vocab_size"], n_positions=n_positions, n_embd=hidden, n_layer=d["num_hidden_layers"],
+                n_head=heads, n_kv_head=kv_heads, head_size=None if head_dim * heads == hidden else head_dim,
+                n_inner=d["intermediate_size"], activation_function=act,
+                layer_norm_epsilon=float(d.get("rms_norm_eps", 1e-6)),
+                dropout=float(gk.get("dropout", d.get("attention_dropout", 0.0)) or 0.0), bias=bias, qkv_bias=qkv_bias,
+                bos_token_id=_token_id(d.get("bos_token_id")), eos_token_id=_token_id(d.get("eos_token_id")),
+                position_embedding="rope", rope_theta=theta, rope_scaling=scaling, norm="rmsnorm", gated_mlp=True,
+                qk_norm=self.qk_norm, tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+                zero_init=bool(gk.get("zero_init", False)),
+            )
+        except GptkitError as e:
+            raise GptkitError(f"{source}: {e}") from None
+
+    def _biases(self, d: dict[str, Any], source: str) -> tuple[bool, bool]:
+        """(bias, qkv_bias) of our config for the file's bias switches."""
+        if self.biases == "qkv":
+            return False, True
+        attention = bool(d.get("attention_bias", False))
+        if self.biases == "llama":
+            if bool(d.get("mlp_bias", False)) != attention:
+                raise GptkitError(f"{source}: mlp_bias={d.get('mlp_bias')} with attention_bias={attention} is not "
+                                  "supported (gptkit has one bias switch for both)")
+            return attention, False
+        if attention:
+            raise GptkitError(f"{source}: attention_bias is not supported in a {self.architecture} (gptkit's "
+                              "bias switch covers the MLP too)")
+        return False, False
+
+    def _check_window(self, d: dict[str, Any], n_positions: int, source: str) -> None:
+        """gptkit attends over the whole context: a window shorter than it would change results."""
+        types = d.get("layer_types") or []
+        if any(t != "full_attention" for t in types):
+            raise GptkitError(f"{source}: layer_types {sorted(set(types))} is not supported (gptkit computes full "
+                              "attention in every layer)")
+        if self.window == "use_sliding_window" and d.get("use_sliding_window"):
+            raise GptkitError(f"{source}: use_sliding_window is not supported (gptkit attends over the whole "
+                              "context)")
+        w = d.get("sliding_window") if self.window == "sliding_window" else None
+        if w is not None and (not _is_int(w) or w < n_positions):
+            raise GptkitError(f"{source}: sliding_window={w} is not supported: it is shorter than the context "
+                              f"({n_positions}), and gptkit attends over the whole context")
+
+    # ------------------------------------------------------------------ tensors
+    def keeps(self, name: str) -> bool:
+        return not name.endswith("rotary_emb.inv_freq")  # a buffer some older checkpoints store
+
+    def to_hf(self, sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+        return to_hf_state_dict(sd, config)
+
+    def from_hf(self, sd: dict[str, torch.Tensor], config: GPTConfig, source: str) -> dict[str, torch.Tensor]:
+        return from_hf_state_dict(sd, config, source)
 
 
-# ---------------------------------------------------------------------------- config.json
-
-def hf_config(config: GPTConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    kind = layout_for(config)
-    d: dict[str, Any] = {
-        "architectures": [ARCHITECTURES[kind]],
-        "model_type": kind,
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.n_embd,
-        "intermediate_size": config.hidden_size,
-        "num_hidden_layers": config.n_layer,
-        "num_attention_heads": config.n_head,
-        "num_key_value_heads": config.n_head,
-        "head_dim": config.head_dim,
-        "hidden_act": config.activation_function,
-        "max_position_embeddings": config.n_positions,
-        "rms_norm_eps": config.layer_norm_epsilon,
-        "rope_theta": config.rope_theta,  # transformers < 5
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
-        "attention_bias": config.bias,
-        "attention_dropout": config.dropout,
-        "initializer_range": 0.02,
-        "tie_word_embeddings": config.tie_word_embeddings,
-        "use_cache": True,
-        "bos_token_id": config.bos_token_id,
-        "eos_token_id": config.eos_token_id,
-        "dtype": str(dtype).removeprefix("torch."),
-        "torch_dtype": str(dtype).removeprefix("torch."),
-        "gptkit": {"zero_init": config.zero_init, "dropout": config.dropout},
-    }
-    if kind == "llama":
-        d.update(mlp_bias=config.bias, pretraining_tp=1)
-    else:
-        d.update(use_sliding_window=False, sliding_window=None, max_window_layers=config.n_layer,
-                 layer_types=["full_attention"] * config.n_layer)
-    return d
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def config_from_hf(d: dict[str, Any], source: str) -> GPTConfig:
-    """A GPTConfig from a Llama / Qwen3 config.json; what gptkit's GPT cannot compute is refused."""
-    kind = d.get("model_type")
-    if kind not in ARCHITECTURES:
-        raise GptkitError(f"{source}: model_type {kind!r} is not llama or qwen3")
-    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                           "intermediate_size") if not isinstance(d.get(k), int)]
-    if missing:
-        raise GptkitError(f"{source}: missing or non-integer key(s) {', '.join(missing)}")
-    heads, hidden = d["num_attention_heads"], d["hidden_size"]
-    if d.get("num_key_value_heads", heads) not in (None, heads):
-        raise GptkitError(f"{source}: num_key_value_heads={d['num_key_value_heads']} (grouped-query attention) "
-                          "is not supported; gptkit needs as many key/value heads as attention heads")
-    if heads < 1 or hidden % heads or d.get("head_dim") not in (None, hidden // heads):
-        raise GptkitError(f"{source}: head_dim {d.get('head_dim')} is not hidden_size / num_attention_heads")
+def _rope(d: dict[str, Any], source: str) -> tuple[float, dict[str, Any] | None]:
+    """(rope_theta, our rope_scaling or None) from transformers 5's rope_parameters or older
+    rope_scaling + rope_theta; the types gptkit cannot compute are refused (rope.py)."""
+    from ..rope import check_rope_scaling
     rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
-    if not isinstance(rope, dict) or rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise GptkitError(f"{source}: rope scaling {rope!r} is not supported (only the default rotary embedding)")
+    if not isinstance(rope, dict):
+        raise GptkitError(f"{source}: rope_scaling must be an object, got {rope!r}")
     theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
-    act = d.get("hidden_act", "silu")
-    if act not in ACTIVATIONS:
-        raise GptkitError(f"{source}: hidden_act {act!r} is not supported (gptkit has {', '.join(ACTIVATIONS)})")
-    bias = bool(d.get("attention_bias", False))
-    if kind == "llama" and bool(d.get("mlp_bias", False)) != bias:
-        raise GptkitError(f"{source}: attention_bias={bias} with mlp_bias={d.get('mlp_bias')} is not supported "
-                          "(gptkit has one bias switch for both)")
-    if kind == "qwen3" and (d.get("use_sliding_window") or bias):
-        raise GptkitError(f"{source}: sliding-window attention and biases are not supported in a Qwen3 model")
-    gk = d.get("gptkit") if isinstance(d.get("gptkit"), dict) else {}
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)):
+        raise GptkitError(f"{source}: rope_theta must be a number, got {theta!r}")
+    scaling = {k: v for k, v in rope.items() if k not in ("rope_theta", "type")}
+    if "type" in rope and "rope_type" not in rope:
+        scaling["rope_type"] = rope["type"]
+    if rope_type(scaling) == "default":
+        scaling = {k: v for k, v in scaling.items() if k != "rope_type"}
+        if scaling:
+            raise GptkitError(f"{source}: rope_scaling.{next(iter(scaling))} is not supported with the default "
+                              "rotary embedding")
+        return float(theta), None
     try:
-        return GPTConfig(
-            vocab_size=d["vocab_size"], n_positions=int(d.get("max_position_embeddings") or 2048),
-            n_embd=hidden, n_layer=d["num_hidden_layers"], n_head=heads, n_inner=d["intermediate_size"],
-            activation_function=act, layer_norm_epsilon=float(d.get("rms_norm_eps", 1e-6)),
-            dropout=float(gk.get("dropout", d.get("attention_dropout", 0.0)) or 0.0), bias=bias,
-            bos_token_id=_token_id(d.get("bos_token_id")), eos_token_id=_token_id(d.get("eos_token_id")),
-            position_embedding="rope", rope_theta=float(theta), norm="rmsnorm", gated_mlp=True,
-            qk_norm=kind == "qwen3", tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
-            zero_init=bool(gk.get("zero_init", False)),
-        )
+        check_rope_scaling(scaling)
     except GptkitError as e:
         raise GptkitError(f"{source}: {e}") from None
+    return float(theta), scaling
 
 
 def _token_id(v: Any) -> int | None:
     if isinstance(v, list):
         v = v[0] if v else None
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+    return v if _is_int(v) else None
 
 
 # ---------------------------------------------------------------------------- tensors
@@ -160,11 +229,10 @@ _TOP = {"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f
         "lm_head.weight": "lm_head.weight"}
 
 
-def to_hf_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """Our parameters under Llama's names (fused projections split; a tied lm_head not stored)."""
-    config: GPTConfig = model.config
+def to_hf_state_dict(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    """Our tensors under Llama's names (fused projections split; a tied lm_head not stored)."""
     out: dict[str, torch.Tensor] = {}
-    for name, t in model.state_dict().items():
+    for name, t in sd.items():
         t = t.detach()
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
@@ -180,7 +248,8 @@ def to_hf_state_dict(model: Any) -> dict[str, torch.Tensor]:
             out[pre + _SIMPLE[rest]] = t.contiguous()
         elif rest.startswith("attn.c_attn."):
             kind = rest.rsplit(".", 1)[1]
-            for part, piece in zip(("q", "k", "v"), t.chunk(3, dim=0)):
+            q_size, kv_size = config.n_head * config.head_dim, config.n_kv_head * config.head_dim
+            for part, piece in zip(("q", "k", "v"), t.split((q_size, kv_size, kv_size), dim=0)):
                 out[f"{pre}self_attn.{part}_proj.{kind}"] = piece.contiguous()
         elif rest.startswith("mlp.c_fc."):
             kind = rest.rsplit(".", 1)[1]
@@ -228,54 +297,6 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], config: GPTConfig, source: s
     return out
 
 
-# ---------------------------------------------------------------------------- files
 
-def save_model(model: Any, directory: Any, tokenizer: Any = None) -> Any:
-    """Write config.json + model.safetensors (+ tokenizer files) in the Llama / Qwen3 layout, atomically."""
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    from ..files import atomic_path, write_json
-    if any(p.is_meta for p in model.parameters()):
-        raise GptkitError("the model has parameters on the meta device (not loaded); nothing to save")
-    config = hf_config(model.config, model.dtype)  # refuses what Llama cannot express
-    sd = {k: v.cpu() for k, v in to_hf_state_dict(model).items()}
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(sd, str(tmp), metadata={"format": "pt"})
-    del sd
-    write_json(directory / "config.json", config)
-    if tokenizer is not None:
-        tokenizer.save(directory)
-    return directory
-
-
-def load_state(model: Any, entries: Any, target: Any, device: torch.device, source: str) -> None:
-    """Read a Llama checkpoint's tensors (gptkit's TensorEntry iterator) into a meta-built GPT."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    raw: dict[str, torch.Tensor] = {}
-    for e in entries:
-        if not e.dtype.is_floating_point:
-            raise GptkitError(f"{e.source}: tensor {e.name} is {e.dtype}, not floating point")
-        if e.name in raw:
-            raise GptkitError(f"{e.source}: tensor {e.name} appears twice in the checkpoint")
-        if target is None:
-            target = e.dtype
-        raw[e.name] = e.load(target, device)
-    sd = from_hf_state_dict(raw, model.config, source)
-    if model.config.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing:
-        raise GptkitError(f"{source}: missing tensor {missing[0]} (the Llama model lacks a tensor config.json implies)")
-    if unexpected:
-        raise GptkitError(f"{source}: unexpected tensor {unexpected[0]} (not a model of this config.json)")
-    for k, v in sd.items():
-        if tuple(v.shape) != expected[k]:
-            raise GptkitError(f"{source}: tensor {k} has shape {tuple(v.shape)}, config.json implies {expected[k]}")
-    model.load_state_dict(sd, strict=False, assign=True)
-    if model.config.tie_word_embeddings:
-        model.lm_head.weight = model.transformer.wte.weight
+FAMILY = LlamaLike("llama", "LlamaForCausalLM", "Llama", biases="llama",
+                   defaults=dict(max_position_embeddings=2048, rms_norm_eps=1e-6, tie_word_embeddings=False))

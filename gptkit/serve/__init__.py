@@ -66,6 +66,8 @@ class ServeConfig:
             raise GptkitError(f"--log-level must be critical, error, warning, info or debug, got {self.log_level!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise GptkitError("--api-key is empty")
+        if self.chat_template is not None and Path(self.chat_template).is_dir():
+            raise GptkitError(f"--chat-template {self.chat_template}: a directory, not a Jinja template file")
         if self.chat_template is not None and not Path(self.chat_template).is_file():
             raise GptkitError(f"--chat-template {self.chat_template}: no such file")
 
@@ -131,5 +133,7 @@ def serve(cfg: ServeConfig, model: Any = None) -> None:
     host, port = sock.getsockname()[:2]
     print(f"gptkit: serving {app.state.model_name!r} on http://{cfg.host}:{port}/ (playground) and "
           f"http://{cfg.host}:{port}/v1 (OpenAI API); Ctrl-C stops", file=sys.stderr, flush=True)
+    # SIGTERM / Ctrl-C: open streams run on for the app's drain (3 s), then end with an error event
+    # and [DONE]; uvicorn waits for them (up to 5 s) before it stops
     server = uvicorn.Server(uvicorn.Config(app, log_level=cfg.log_level, timeout_graceful_shutdown=5))
     server.run(sockets=[sock])

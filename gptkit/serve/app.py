@@ -39,7 +39,7 @@ from .chat import ChatTemplate, TemplateError, encode_chat
 from .engine import Engine, Event, QueueFull, SamplingParams, TokenInfo
 from .metrics import Metrics, MetricsMiddleware
 from .protocol import APIError, chat_logprobs, clean, completion_logprobs, error_response, parse, read_json, sse
-from .schemas import ChatRequest, CompletionRequest
+from .schemas import MAX_PROMPTS, ChatRequest, CompletionRequest
 
 log = logging.getLogger("gptkit.serve")
 
@@ -52,6 +52,7 @@ class ServerOptions:
     max_queue: int = 64
     timeout: float = 600.0  # seconds a request may take, queue included
     max_body_bytes: int = 1 << 20
+    drain: float = 3.0  # seconds open streams may run on after SIGTERM before they are ended
 
 
 class Mailbox:
@@ -271,6 +272,9 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                                    type="timeout_error", code="timeout")
                 if ev.kind == "error":
                     raise APIError(500, ev.message, type="server_error")
+                if ev.kind == "shutdown":
+                    raise APIError(503, "the server is shutting down: this answer was cut short (retry it)",
+                                   type="server_error", code="server_shutdown")
                 if ev.kind == "finish":
                     finished += 1
                 yield ev
@@ -294,14 +298,27 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             if tokens > 1:
                 metrics.tpot.observe((end - first) / (tokens - 1))
 
-    def stream(chunks: AsyncIterator[tuple[list[dict[str, Any]], bool]], base: dict[str, Any],
+    def stream(chunks: AsyncIterator[tuple[list[dict[str, Any]], bool]], handle: Handle, base: dict[str, Any],
                usage: dict[str, int], t0: float, include_usage: bool) -> Response:
         """Server-sent events in OpenAI's format: a chunk per (choices, carries a token) pair, an
-        error object if the request ends early (timeout), the usage chunk when asked, then [DONE]."""
+        error object if the request ends early (timeout, server shutdown), the usage chunk when
+        asked, then [DONE].
+
+        On shutdown (SIGTERM) sse-starlette sets `stopping`: the stream may finish for opts.drain
+        seconds, then it is ended with an error event and [DONE] (which the OpenAI client raises),
+        before the force-cancel at the end of the grace period would cut it with neither."""
+        import anyio
         from sse_starlette import EventSourceResponse
+        stopping = anyio.Event()
+
+        async def cut_on_shutdown() -> None:
+            await stopping.wait()
+            await asyncio.sleep(opts.drain)
+            handle.queue.put_nowait(Event("shutdown"))
 
         async def gen() -> AsyncIterator[dict[str, str]]:
             first = None
+            cutter = asyncio.ensure_future(cut_on_shutdown())
             try:
                 async for choices, is_token in chunks:
                     if is_token:
@@ -309,12 +326,15 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                     yield sse({**base, "choices": choices})
             except APIError as e:
                 yield sse({"error": {"message": e.message, "type": e.type, "param": None, "code": e.code}})
+            finally:
+                cutter.cancel()
             observe(t0, first, time.monotonic(), usage["completion_tokens"])
             if include_usage:
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 yield sse({**base, "choices": [], "usage": usage})
             yield {"data": "[DONE]"}
-        return EventSourceResponse(gen(), sep="\n", ping=15)
+        return EventSourceResponse(gen(), sep="\n", ping=15, shutdown_event=stopping,
+                                   shutdown_grace_period=opts.drain + 1.0)
 
     async def collect(job: Job, handle: Handle, total: int, deadline: float, request: Request,
                       usage: dict[str, int], t0: float) -> Replies | None:
@@ -367,7 +387,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                     elif ev.kind == "finish":
                         usage["completion_tokens"] += ev.completion_tokens
                         yield [{"index": ev.index, "text": "", "logprobs": None, "finish_reason": ev.reason}], False
-            return stream(chunks(), base, usage, t0, job.include_usage)
+            return stream(chunks(), handle, base, usage, t0, job.include_usage)
 
         r = await collect(job, handle, total, deadline, request, usage, t0)
         if r is None:  # the client went away
@@ -407,7 +427,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                     elif ev.kind == "finish":
                         usage["completion_tokens"] += ev.completion_tokens
                         yield [{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": ev.reason}], False
-            return stream(chunks(), base, usage, t0, job.include_usage)
+            return stream(chunks(), handle, base, usage, t0, job.include_usage)
 
         r = await collect(job, handle, total, deadline, request, usage, t0)
         if r is None:
@@ -422,7 +442,12 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         check_auth(request)
-        r: CompletionRequest = parse(CompletionRequest, await read_json(request, opts.max_body_bytes))
+        data = await read_json(request, opts.max_body_bytes)
+        batch = data.get("prompt")
+        if isinstance(batch, list) and len(batch) > MAX_PROMPTS and any(isinstance(x, (str, list)) for x in batch):
+            raise APIError(400, f"prompt holds {len(batch)} prompts; one request may hold at most {MAX_PROMPTS} "
+                           f"(and at most {MAX_SEQUENCES} sequences, prompts x n): split it", param="prompt")
+        r: CompletionRequest = parse(CompletionRequest, data)
         check_model(r.model)
         n = r.n or 1
         if r.suffix is not None:
@@ -498,28 +523,28 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                   bool(r.stream_options and r.stream_options.include_usage))
         return await run_chat(job, request)
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def models(request: Request) -> JSONResponse:
         check_auth(request)
         return JSONResponse({"object": "list", "data": [{
             "id": opts.model_name, "object": "model", "created": created, "owned_by": "gptkit",
             "max_model_len": n_ctx, "chat": chat_template is not None}]})
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> JSONResponse:
         if not engine.alive():
             return error_response(503, "the generation engine is not running", type="server_error")
         return JSONResponse({"status": "ok", "model": opts.model_name, "running": engine.running,
                              "queued": engine.queued})
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics_endpoint() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     page = resources.files("gptkit.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
-    @app.get("/")
+    @app.api_route("/", methods=["GET", "HEAD"])
     async def playground() -> HTMLResponse:
         return HTMLResponse(page.replace("{{MODEL}}", json.dumps(opts.model_name)[1:-1].replace("<", "\\u003c"))
                             .replace("{{AUTH}}", "true" if opts.api_key else "false")

@@ -129,12 +129,12 @@ class Sequence:
 
 
 class SlotCache:
-    """Keys and values of every slot, (layers, slots, heads, positions, head_dim), and the
+    """Keys and values of every slot, (layers, slots, kv heads, positions, head_dim), and the
     per-step view the model's attention sees (the KVCache interface: length, update, advance)."""
 
     def __init__(self, model: Any, slots: int, max_length: int) -> None:
         c = model.config
-        shape = (c.n_layer, slots, c.n_head, max_length, c.n_embd // c.n_head)
+        shape = c.kv_cache_shape(slots, max_length)  # only the key/value heads
         self.k = torch.zeros(shape, device=model.device, dtype=model.dtype)
         self.v = torch.zeros(shape, device=model.device, dtype=model.dtype)
         self.max_length = max_length

@@ -54,7 +54,7 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=2**31)]], Field(min_leng
 
 class CompletionRequest(Sampling):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
-    max_tokens: Annotated[int, Field(ge=0, le=10_000_000)] | None = 16
+    max_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = 16  # >= 1 as OpenAI (and chat, below)
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     echo: bool | None = None
     best_of: Annotated[int, Field(ge=1, le=MAX_N)] | None = None

@@ -25,6 +25,8 @@ from gptkit.errors import GptkitError
 
 SPLITS = ("train", "val", "test")
 FORMATS = ("jsonl", "csv", "tsv", "parquet")
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
+            ".parquet": "parquet", ".pq": "parquet"}
 
 
 @dataclass
@@ -46,8 +48,11 @@ def detect_format(path: str | os.PathLike, format: str | None = None) -> str:
             raise GptkitError(f"unknown data format {format!r} (choose from {', '.join(FORMATS)})")
         return format
     suffix = Path(path).suffix.lower()
-    return {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
-            ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "jsonl")
+    fmt = SUFFIXES.get(suffix)
+    if fmt is None:
+        raise GptkitError(f"{path}: a file of examples must be .jsonl, .csv, .tsv or .parquet, not "
+                          f"{suffix or 'a name without a suffix'!r} (for plain text, one source a line, use --input)")
+    return fmt
 
 
 def read_records(path: Path, fmt: str) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -62,6 +67,8 @@ def read_records(path: Path, fmt: str) -> Iterable[tuple[int, dict[str, Any]]]:
                         rec = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise GptkitError(f"{path}:{i}: not a JSON object ({e.msg}, column {e.colno})") from None
+                    except RecursionError:
+                        raise GptkitError(f"{path}:{i}: the JSON is nested too deeply") from None
                     if not isinstance(rec, dict):
                         raise GptkitError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
                     yield i, rec
@@ -72,9 +79,13 @@ def read_records(path: Path, fmt: str) -> Iterable[tuple[int, dict[str, Any]]]:
             reader = csv.DictReader(f, delimiter="," if fmt == "csv" else "\t")
             try:
                 for rec in reader:
+                    width = len(reader.fieldnames)
                     if None in rec:  # more cells than header columns
-                        raise GptkitError(f"{path}:{reader.line_num}: {len(rec[None]) + len(reader.fieldnames)} "
-                                          f"cells, the header has {len(reader.fieldnames)}")
+                        raise GptkitError(f"{path}:{reader.line_num}: {len(rec[None]) + width} cells, the header "
+                                          f"has {width}")
+                    if None in rec.values():  # fewer: DictReader fills the missing cells with None
+                        cells = sum(v is not None for v in rec.values())
+                        raise GptkitError(f"{path}:{reader.line_num}: {cells} cell(s), the header has {width}")
                     yield reader.line_num, rec
             except csv.Error as e:
                 raise GptkitError(f"{path}:{reader.line_num}: bad {fmt.upper()} ({e})") from None
@@ -99,19 +110,32 @@ def read_examples(path: str | os.PathLike, source_field: str = "source", target_
     """All examples of a file, checked: every record has a non-empty string source and (when
     require_target) a non-empty string target; otherwise one GptkitError naming the line.
 
-    target_field=None (or require_target=False with the field absent) reads sources only, for
-    running a model over inputs that have no reference."""
+    target_field=None (or require_target=False with the field absent from the first record) reads
+    sources only, for running a model over inputs that have no reference; a file has targets on
+    every record or on none."""
     path = Path(path)
+    if path.is_dir():
+        raise GptkitError(f"{path}: a directory, not a file of examples")
     if not path.is_file():
         raise GptkitError(f"{path}: no such file")
     fmt = detect_format(path, format)
     out = []
+    with_target = None  # the first record decides whether the file has targets; every other must agree
     for line, rec in read_records(path, fmt):
         where = f"{path}:{line}" if fmt != "parquet" else f"{path}: row {line}"
-        src = _text_field(rec, source_field, where, "source")
+        table = fmt in ("csv", "tsv")
+        src = _text_field(rec, source_field, where, "source", table)
         tgt = None
-        if target_field is not None and (require_target or target_field in rec):
-            tgt = _text_field(rec, target_field, where, "target")
+        if target_field is not None and with_target is None:
+            with_target = require_target or target_field in rec
+        if target_field is not None and with_target and not require_target and target_field not in rec and out:
+            raise GptkitError(f"{where}: no target ({target_field!r}), though the lines before it have one: give "
+                              "every example a target, or none")
+        if target_field is not None and with_target:
+            tgt = _text_field(rec, target_field, where, "target", table)
+        elif target_field is not None and target_field in rec:
+            raise GptkitError(f"{where}: has a target ({target_field!r}) but the lines before it have none: give "
+                              "every example a target, or none")
         group = rec.get(group_field) if group_field else None
         extra = {k: v for k, v in rec.items() if k not in (source_field, target_field)}
         out.append(Example(src, tgt, f"{path}:{line}", str(group) if group is not None else None, extra))
@@ -120,15 +144,24 @@ def read_examples(path: str | os.PathLike, source_field: str = "source", target_
     return out
 
 
-def _text_field(rec: dict[str, Any], field: str, where: str, role: str) -> str:
+def _short(name: Any, width: int = 24) -> str:
+    """A field name as an error line shows it: quoted, escaped (no raw newlines), cut to width."""
+    text = repr(str(name))
+    return text if len(text) <= width else text[:width - 4] + "...'"
+
+
+def _text_field(rec: dict[str, Any], field: str, where: str, role: str, table: bool = False) -> str:
     """rec[field], checked to be non-empty text; role ("source" or "target") names the flag that
-    chooses the field."""
+    chooses the field; table: a CSV/TSV record, whose field names are its file's first row."""
     if field not in rec:
-        raise GptkitError(f"{where}: no field {field!r} (fields: {', '.join(map(str, rec)) or 'none'}; "
+        names = [_short(k) for k in list(rec)[:6]] + (["..."] if len(rec) > 6 else [])
+        label = "the first row names the columns" if table else "fields"
+        raise GptkitError(f"{where}: no field {field!r} ({label}: {', '.join(names) or 'none'}; "
                           f"choose the field with --{role}-field)")
     value = rec[field]
     if not isinstance(value, str):
-        raise GptkitError(f"{where}: field {field!r} is {type(value).__name__}, not text")
+        kind = "null" if value is None else type(value).__name__
+        raise GptkitError(f"{where}: field {field!r} is {kind}, not text")
     if not value.strip():
         raise GptkitError(f"{where}: empty {role} ({field!r})")
     return value

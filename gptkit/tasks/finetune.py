@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import sys
@@ -372,6 +373,32 @@ class FinetuneResult:
         return "\n".join(lines)
 
 
+def check_lora(r: int, alpha: float, dropout: float) -> None:
+    """LoRA's options, checked before anything is read (peft itself checks only some, with tracebacks)."""
+    if r < 1:
+        raise GptkitError(f"--lora-r must be >= 1, got {r}")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise GptkitError(f"--lora-alpha must be > 0 (the adapters' scale is alpha / r), got {alpha}")
+    if not 0 <= dropout < 1:
+        raise GptkitError(f"--lora-dropout must be in [0, 1), got {dropout}")
+
+
+def _base_model(init_from: str, lora_r: int | None) -> Path:
+    """The directory of the model to fine-tune (a run, a GPT-2 directory or a Hub id), checked to
+    be a model before its tokenizer is read; --lora-r no larger than its layers are wide."""
+    from gptkit.hf import read_config
+    from gptkit.hf.hub import resolve_model_dir
+    try:
+        directory = resolve_model_dir(init_from)
+    except GptkitError as e:
+        raise GptkitError(f"--init-from {e}") from None
+    config = read_config(directory)
+    if lora_r is not None and lora_r > config.n_embd:
+        raise GptkitError(f"--lora-r {lora_r} is more than the model's width ({config.n_embd}): a rank above a "
+                          f"layer's width adds weights and nothing else; use at most {config.n_embd}")
+    return directory
+
+
 def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[str, Any] | None = None,
              fields: dict[str, Any] | None = None, on_long: str = "error", lora: bool = False, lora_r: int = 8,
              lora_alpha: float = 16.0, lora_dropout: float = 0.0, merge: bool = False, patience: int | None = None,
@@ -388,8 +415,7 @@ def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[
         raise GptkitError("--init-from is required: the model to fine-tune")
     if merge and not lora:
         raise GptkitError("--merge merges LoRA adapters: it needs --lora (full fine-tuning writes plain weights)")
-    if lora_r < 1:
-        raise GptkitError(f"--lora-r must be >= 1, got {lora_r}")
+    check_lora(lora_r, lora_alpha, lora_dropout)
     if patience is not None and patience < 1:
         raise GptkitError(f"--patience must be >= 1, got {patience}")
     if score_examples < 0:
@@ -402,7 +428,8 @@ def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[
     splits = split_examples(examples, split["val_fraction"], split["test_fraction"], split["seed"])
     if not splits["val"]:
         raise GptkitError(f"{cfg.data}: the validation split is empty (raise --val-fraction or give more examples)")
-    tokenizer = load_tokenizer(cfg.init_from)
+    base_dir = _base_model(cfg.init_from, lora_r if lora else None)
+    tokenizer = load_tokenizer(base_dir)
     train_rows, cut, skipped = encode_examples(splits["train"], template, tokenizer, cfg.block_size, on_long)
     val_rows, vcut, vskipped = encode_examples(splits["val"], template, tokenizer, cfg.block_size, on_long)
     rank = int(os.environ.get("RANK", "0"))

@@ -9,7 +9,7 @@ from typing import Any
 from gptkit.errors import GptkitError
 
 from .run import read_outputs
-from .score import TASK_METRICS, paired_bootstrap, score, signatures
+from .score import MAX_BOOTSTRAP, TASK_METRICS, paired_bootstrap, score, signatures
 from .score import baselines as make_baselines
 
 
@@ -29,8 +29,8 @@ def _refs(rows: list[dict[str, Any]], path: str | Path) -> list[str]:
 def score_report(outputs: str | Path, task: str = "custom", against: str | Path | None = None,
                  baselines: bool = False, metrics: Sequence[str] | None = None, lead_words: int = 10,
                  n_samples: int = 1000, seed: int = 12345) -> dict[str, Any]:
-    if n_samples < 1:
-        raise GptkitError(f"--bootstrap must be >= 1, got {n_samples}")
+    if not 1 <= n_samples <= MAX_BOOTSTRAP:
+        raise GptkitError(f"--bootstrap must be in 1..{MAX_BOOTSTRAP}, got {n_samples}")
     if lead_words < 1:
         raise GptkitError(f"--lead-words must be >= 1, got {lead_words}")
     metrics = list(metrics or TASK_METRICS.get(task, TASK_METRICS["custom"]))

@@ -98,7 +98,7 @@ def _read_done(out: Path) -> dict[int, dict[str, Any]]:
         try:
             row = json.loads(line)
             done[int(row["index"])] = row
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise GptkitError(f"{out}:{k}: not a line this command wrote; choose another --out or pass --overwrite") from None
     if good_end < len(data):  # a line cut by a kill: drop it so appends start on a line boundary
         with open(out, "r+b") as f:
@@ -106,6 +106,15 @@ def _read_done(out: Path) -> dict[int, dict[str, Any]]:
             f.flush()
             os.fsync(f.fileno())
     return done
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The settings an earlier run wrote beside its outputs; None if missing or not what it wrote."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return old if isinstance(old, dict) else None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -151,9 +160,13 @@ def run_task(model: Any, tokenizer: Any, examples: Sequence[Example], template: 
                 p.unlink()
     done = _read_done(out)
     if done:
-        old = json.loads(sidecar.read_text()) if sidecar.exists() else None
+        old = _read_sidecar(sidecar)
+        if old is None:
+            raise GptkitError(f"{out} holds {len(done)} outputs but not the settings they were made with ({sidecar.name} "
+                              "is missing or unreadable), so they cannot be continued; pass --overwrite to start "
+                              "again or choose another --out")
         if old != fingerprint:
-            changed = sorted(k for k in set(old or {}) | set(fingerprint) if (old or {}).get(k) != fingerprint.get(k))
+            changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
             raise GptkitError(f"{out} holds outputs of a run with other settings ({', '.join(changed) or 'unknown'}); "
                               "pass --overwrite to start again or choose another --out")
         for i, row in done.items():
@@ -207,14 +220,38 @@ def run_task(model: Any, tokenizer: Any, examples: Sequence[Example], template: 
 
 
 def read_outputs(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The lines of a task output file, in index order."""
+    """The lines of a task output file, in index order, checked: text "output" (and "source",
+    "outputs" when present), a whole-number "index" that no other line has."""
     path = Path(path)
+    if path.is_dir():
+        raise GptkitError(f"{path}: a directory, not a file of outputs (give the .jsonl that summarize/translate wrote)")
     if not path.is_file():
         raise GptkitError(f"{path}: no such file")
-    rows = []
+    rows, seen = [], {}
     for k, row in read_records(path, "jsonl"):
-        if "output" not in row:
-            raise GptkitError(f"{path}:{k}: no \"output\" field (expected a line written by gptkit summarize/translate)")
+        _check_row(row, f"{path}:{k}")
+        index = row.get("index", len(rows))
+        if index in seen:
+            raise GptkitError(f"{path}:{k}: index {index} again (line {seen[index]} has it): each example once")
+        seen[index] = k
         rows.append(row)
     rows.sort(key=lambda r: r.get("index", 0))
     return rows
+
+
+def _check_row(row: dict[str, Any], where: str) -> None:
+    def kind(v: Any) -> str:
+        return "null" if v is None else type(v).__name__
+    if "output" not in row:
+        raise GptkitError(f"{where}: no \"output\" field (expected a line written by gptkit summarize/translate)")
+    if not isinstance(row["output"], str):
+        raise GptkitError(f"{where}: \"output\" is {kind(row['output'])}, not text")
+    for key in ("source", "target"):
+        if key in row and not isinstance(row[key], str):
+            raise GptkitError(f"{where}: \"{key}\" is {kind(row[key])}, not text")
+    outs = row.get("outputs")
+    if outs is not None and not (isinstance(outs, list) and all(isinstance(o, str) for o in outs)):
+        raise GptkitError(f"{where}: \"outputs\" must be a list of texts")
+    index = row.get("index")
+    if "index" in row and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
+        raise GptkitError(f"{where}: \"index\" is {index!r}, not a whole number >= 0")

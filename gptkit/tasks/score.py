@@ -28,6 +28,8 @@ TASK_METRICS = {"summarize": ("rouge1", "rouge2", "rougeL", "exact"),
                 "translate": ("bleu", "chrf", "exact"),
                 "custom": ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact")}
 ROUGE = ("rouge1", "rouge2", "rougeL")
+MAX_BOOTSTRAP = 100_000  # resamples: 95% intervals are stable long before
+CHUNK_INDICES = 1 << 22
 
 
 @lru_cache(maxsize=1)
@@ -92,20 +94,31 @@ def paired_bootstrap(metric: str, hyps_a: Sequence[str], hyps_b: Sequence[str], 
     (the share of resamples where the difference's sign flips, doubled)."""
     _check(hyps_a, refs)
     _check(hyps_b, refs)
+    if not 1 <= n_samples <= MAX_BOOTSTRAP:
+        raise GptkitError(f"--bootstrap must be in 1..{MAX_BOOTSTRAP}, got {n_samples}")
     n = len(refs)
-    idx = np.random.default_rng(seed).choice(n, size=(n_samples, n), replace=True)
+    rng = np.random.default_rng(seed)
+    # resamples drawn in chunks of at most ~4M indices (32 MB): the same draws as one (n_samples, n)
+    # array, without its memory
+    chunk = max(1, CHUNK_INDICES // n)
     if metric in ("bleu", "chrf"):
         m = _sacre(metric)
         a_full = m.corpus_score(list(hyps_a), [list(refs)]).score
         b_full = m.corpus_score(list(hyps_b), [list(refs)]).score
         sa = np.array(m._extract_corpus_statistics(list(hyps_a), [list(refs)]), dtype="float64")
         sb = np.array(m._extract_corpus_statistics(list(hyps_b), [list(refs)]), dtype="float64")
-        diffs = np.array([m._compute_score_from_stats(list(sb[i].sum(0))).score
-                          - m._compute_score_from_stats(list(sa[i].sum(0))).score for i in idx])
+
+        def diff(idx: np.ndarray) -> np.ndarray:
+            return np.array([m._compute_score_from_stats(list(sb[i].sum(0))).score
+                             - m._compute_score_from_stats(list(sa[i].sum(0))).score for i in idx])
     else:
         pa, pb = per_example(metric, hyps_a, refs), per_example(metric, hyps_b, refs)
         a_full, b_full = float(pa.mean()), float(pb.mean())
-        diffs = (pb[idx] - pa[idx]).mean(1)
+
+        def diff(idx: np.ndarray) -> np.ndarray:
+            return (pb[idx] - pa[idx]).mean(1)
+    diffs = np.concatenate([diff(rng.choice(n, size=(min(chunk, n_samples - done), n), replace=True))
+                            for done in range(0, n_samples, chunk)])
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     flip = (diffs <= 0).mean() if b_full > a_full else (diffs >= 0).mean()
     return {"metric": metric, "a": float(a_full), "b": float(b_full), "diff": float(b_full - a_full),

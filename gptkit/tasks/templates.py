@@ -126,6 +126,8 @@ def load_template(path: str | Path, source_lang: str | None = None, target_lang:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise GptkitError(f"--template {path}: no such file") from None
+    except IsADirectoryError:
+        raise GptkitError(f"--template {path}: a directory, not a template file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise GptkitError(f"--template {path}: cannot read it ({e})") from None
     kw: dict = {}
@@ -134,6 +136,8 @@ def load_template(path: str | Path, source_lang: str | None = None, target_lang:
             spec = json.loads(text)
         except json.JSONDecodeError as e:
             raise GptkitError(f"--template {path}: not JSON ({e.msg}, line {e.lineno})") from None
+        except RecursionError:
+            raise GptkitError(f"--template {path}: the JSON is nested too deeply") from None
         if not isinstance(spec, dict) or not isinstance(spec.get("prompt"), str):
             raise GptkitError(f"--template {path}: expected a JSON object with a \"prompt\" string")
         unknown = sorted(set(spec) - {"prompt", "target_prefix", "stop"})

@@ -32,6 +32,8 @@ class TrainConfig:
     # model overrides (None = the preset's value)
     n_layer: int | None = _opt(None, "transformer blocks (none: the preset's)")
     n_head: int | None = _opt(None, "attention heads per block (none: the preset's)")
+    n_kv_head: int | None = _opt(None, "key/value heads per block, each shared by n_head / n_kv_head query heads "
+                                       "(grouped-query attention; none: n_head, multi-head; saved as Llama)")
     n_embd: int | None = _opt(None, "model width, in channels (none: the preset's)")
     n_positions: int | None = _opt(None, "the model's context length, in tokens (none: the preset's)")
     dropout: float = _opt(0.0, "dropout probability on attention, residual and embeddings")
@@ -101,7 +103,7 @@ class TrainConfig:
         for name in ("block_size", "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
                      "log_interval"):
             need(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("n_layer", "n_head", "n_embd", "n_positions", "lr_decay_iters"):
+        for name in ("n_layer", "n_head", "n_kv_head", "n_embd", "n_positions", "lr_decay_iters"):
             v = getattr(self, name)
             need(v is None or v >= 1, name, f"must be >= 1, got {v}")
         need(self.lr is None or self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -139,6 +141,8 @@ class TrainConfig:
             n_embd, n_head = self.n_embd or shape["n_embd"], self.n_head or shape["n_head"]
             need(n_embd % n_head == 0, "n_head" if self.n_head else "n_embd",
                  f"{self.n_head or self.n_embd}: n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+            need(self.n_kv_head is None or n_head % self.n_kv_head == 0, "n_kv_head",
+                 f"{self.n_kv_head}: n_head ({n_head}) must be a multiple of n_kv_head")
         from ..device import resolve_device
         resolve_device(self.device)
 
@@ -164,7 +168,7 @@ class TrainConfig:
         return self
 
 
-MODEL_OPTIONS = ("position_embedding", "rope_theta", "norm", "mlp", "qk_norm", "tie_embeddings", "zero_init",
+MODEL_OPTIONS = ("n_kv_head", "position_embedding", "rope_theta", "norm", "mlp", "qk_norm", "tie_embeddings", "zero_init",
                  "logit_softcap")
 
 

@@ -30,8 +30,7 @@ from ..evals.training import PREFIX as TASK_PREFIX
 from ..evals.training import TaskScorer
 from ..evaluate import evaluate
 from ..files import write_json
-from ..hf import check_savable, load_model, read_state_dict
-from ..hf.gpt2 import load_state_into
+from ..hf import check_saveable, load_model, load_state_into, read_state_dict
 from ..model import GPT, PRESETS, GPTConfig, preset_config
 from ..rundir import RunFiles, load_train_state, plot_losses, read_metrics, write_metrics
 from ..tokenizer import Tokenizer
@@ -51,7 +50,7 @@ MLPS = {"gelu": dict(activation_function="gelu_new", gated_mlp=False),
 
 
 def model_config(cfg: TrainConfig, vocab_size: int, eot_id: int) -> GPTConfig:
-    overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "n_positions")
+    overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "n_positions")
                  if getattr(cfg, k) is not None}
     options = dict(position_embedding=cfg.position_embedding, rope_theta=cfg.rope_theta, norm=cfg.norm,
                    qk_norm=cfg.qk_norm, tie_word_embeddings=cfg.tie_embeddings, zero_init=cfg.zero_init,
@@ -59,16 +58,6 @@ def model_config(cfg: TrainConfig, vocab_size: int, eot_id: int) -> GPTConfig:
     base = cfg.preset if cfg.preset in PRESETS else "mini"  # a budget recipe sets the shape itself
     return preset_config(base, vocab_size=vocab_size, dropout=cfg.dropout, bias=cfg.bias,
                          eos_token_id=eot_id, bos_token_id=eot_id, **options, **overrides)
-
-
-def check_saveable(config: GPTConfig) -> str:
-    """The transformers layout the model will be saved in; one clear line, before any training,
-    when the options make a model no transformers class can load."""
-    from ..hf.llama import layout_for
-    try:
-        return layout_for(config)
-    except GptkitError as e:
-        raise GptkitError(f"{e}; change the options (see gptkit train --help)") from None
 
 
 def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
@@ -140,7 +129,7 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None
     check_block_size(cfg, model.config.n_positions)  # --init-from: known only once loaded
     if state is not None and cfg.init_from:
         check_same_model(files, model.config, cfg, run_config(state))
-    check_savable(model)  # whatever would fail at the first checkpoint fails now, before step 1
+    check_saveable(model)  # whatever would fail at the first checkpoint fails now, before step 1
     scorer = TaskScorer.open(cfg.eval_tasks, tokenizer, model.config.n_positions)  # bad task files: before step 1
     if hooks is not None:
         hooks.prepare_model(model)

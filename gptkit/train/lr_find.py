@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,28 @@ def lr_range_test(model: torch.nn.Module, data: TokenShards, cfg: TrainConfig, s
     k = min(range(len(result.losses)), key=result.losses.__getitem__)
     result.min_loss_lr = result.lrs[k]
     result.suggested_lr = result.min_loss_lr / 10
+    for message in edge_warnings(result, k, steps, start_lr, end_lr):
+        warnings.warn(message, stacklevel=2)
     return result
+
+
+def edge_warnings(result: LRFindResult, k: int, steps: int, start_lr: float, end_lr: float) -> list[str]:
+    """Why the suggestion may mislead: the loss minimum at an end of the ramp says the best lr may
+    lie outside it, and a suggestion below --start-lr was never tried."""
+    edge = max(1, steps // 50)  # the first / last 2% of the ramp
+    out = []
+    if k >= steps - edge:
+        out.append(f"the loss was still falling at the end of the ramp (lowest at lr {result.min_loss_lr:.3g}, "
+                   f"--end-lr {end_lr:g}): the minimum may lie beyond it, so the suggestion may be too low; "
+                   "rerun with a higher --end-lr or more --steps")
+    elif k < edge:
+        out.append(f"the loss was lowest at the start of the ramp (lr {result.min_loss_lr:.3g}, --start-lr "
+                   f"{start_lr:g}), as for an already-trained model: the best lr may lie below it; rerun with a "
+                   "lower --start-lr")
+    if result.suggested_lr < start_lr and not out:
+        out.append(f"the suggested lr {result.suggested_lr:.3g} lies below --start-lr {start_lr:g}: it was not "
+                   "tried; rerun with a lower --start-lr to see the loss there")
+    return out
 
 
 def plot(result: LRFindResult, path: str | Path) -> Path:
@@ -105,7 +127,8 @@ def plot(result: LRFindResult, path: str | Path) -> Path:
 def lr_find(cfg: TrainConfig, out: str | Path = "lr_find.png", start_lr: float = 1e-6, end_lr: float = 1.0,
             steps: int = 200) -> LRFindResult:
     """The range test for the model `cfg` describes (fresh, or --init-from), on its data."""
-    from .loop import build_model, check_block_size, check_saveable, model_config
+    from ..hf import check_saveable
+    from .loop import build_model, check_block_size, model_config
     from .schedule import with_default_lr
     cfg.apply_recipe()
     cfg.validate()

@@ -37,7 +37,7 @@ def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: Toke
         f"{f' = {total / 1e6:,.2f}M tokens' if steps < 10**6 else ''}, peak lr {cfg.lr:g}"),
         (f"recipe    {cfg.optimizer}{f' (muon lr {cfg.muon_lr:g})' if cfg.muon_lr else ''}, {cfg.schedule} schedule "
          f"over {'the time budget' if cfg.max_minutes is not None else 'the steps'}; "
-         f"{'GPT-2 architecture' if c.is_gpt2 else _options(c)}"),
+         f"{_options(c) or 'GPT-2 architecture'}"),
         (f"data      {train_data.data_dir}: {train_data.num_tokens / 1e6:,.2f}M train tokens"
         f"{f' ({total / max(train_data.num_tokens, 1):.2f} epochs)' if steps < 10**6 else ''}, "
         f"{val_data.num_tokens / 1e6:,.2f}M val tokens"),
@@ -47,7 +47,7 @@ def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: Toke
 
 
 def _options(c: GPTConfig) -> str:
-    parts = [c.position_embedding == "rope" and "RoPE", c.norm == "rmsnorm" and "RMSNorm",
+    parts = [c.n_kv_head != c.n_head and f"{c.n_kv_head} key/value heads", c.position_embedding == "rope" and "RoPE", c.norm == "rmsnorm" and "RMSNorm",
              not c.bias and "no bias", c.gated_mlp and f"gated {c.activation_function} MLP",
              not c.gated_mlp and c.activation_function == "relu2" and "ReLU² MLP", c.qk_norm and "QK-norm",
              not c.tie_word_embeddings and "untied head", c.zero_init and "zero-init projections",

@@ -135,7 +135,7 @@ def check_same_model(files: RunFiles, new: GPTConfig, cfg: TrainConfig, old: dic
         return GptkitError(f"the run in {files.root} has {name} {theirs}, these options make {ours}: resume with "
                            f"the flags it was trained with{flag}")
 
-    for name in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"):
+    for name in ("n_layer", "n_head", "n_kv_head", "n_embd", "n_positions", "vocab_size"):
         theirs, ours = getattr(ckpt, name), getattr(new, name)
         if theirs == ours:
             continue

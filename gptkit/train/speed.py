@@ -33,7 +33,7 @@ def flops_per_token(model: torch.nn.Module, block_size: int) -> float:
     parameters less the position embedding (the tied wte is the output layer's matmul)."""
     c = model.config
     n = model.num_parameters(exclude_embeddings=True)  # less wpe (rotary models have none)
-    return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block_size
+    return 6 * n + 12 * c.n_layer * c.n_head * c.head_dim * block_size
 
 
 def measured_step_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,

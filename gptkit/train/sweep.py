@@ -18,21 +18,15 @@ import json
 import math
 import os
 import socket
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import GptkitError
 from ..files import atomic_path, write_json
 from .config import TrainConfig
+from .space import check_space, load_space, suggest
 
-DEFAULT_SPACE: dict[str, dict[str, Any]] = {
-    "lr": {"low": 3e-4, "high": 1e-2, "log": True},
-    "n_layer": {"low": 2, "high": 6},
-    "n_embd": {"choices": [64, 128, 192, 256]},
-    "batch_size": {"choices": [8, 16, 32]},
-    "warmup_iters": {"low": 10, "high": 100, "log": True},
-}
 STUDY = "gptkit-sweep"
 
 
@@ -43,36 +37,6 @@ class SweepResult:
     best_value: float
     best_config: Path
     plot: Path
-
-
-def load_space(path: str | None) -> dict[str, dict[str, Any]]:
-    if path is None:
-        return DEFAULT_SPACE
-    from ..cli.args import load_config_file
-    space = load_config_file(path)
-    known = {f.name for f in fields(TrainConfig)}
-    for name, spec in space.items():
-        if name not in known:
-            raise GptkitError(f"{path}: {name!r} is not a training option")
-        ok = isinstance(spec, dict) and (
-            (isinstance(spec.get("choices"), list) and spec["choices"])
-            or (isinstance(spec.get("low"), (int, float)) and isinstance(spec.get("high"), (int, float))
-                and spec["low"] < spec["high"] and (not spec.get("log") or spec["low"] > 0)))
-        if not ok:
-            raise GptkitError(f"{path}: {name} needs choices = [...] or low < high (log = true needs low > 0)")
-    return space
-
-
-def _suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    params = {}
-    for name, spec in space.items():
-        if "choices" in spec:
-            params[name] = trial.suggest_categorical(name, spec["choices"])
-        elif isinstance(spec["low"], int) and isinstance(spec["high"], int):
-            params[name] = trial.suggest_int(name, spec["low"], spec["high"], log=bool(spec.get("log")))
-        else:
-            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
-    return params
 
 
 def _alive(pid: int) -> bool:
@@ -107,11 +71,15 @@ def sweep(base: dict[str, Any], out: str | Path, budget_minutes: float, trials: 
         raise GptkitError(f"--budget-minutes must be > 0, got {budget_minutes}")
     if trials < 1:
         raise GptkitError(f"--trials must be >= 1, got {trials}")
-    space = load_space(space_file)
     out = Path(out)
     base = {k: v for k, v in base.items() if k not in ("out", "resume", "progress")}
+    space, fixed = load_space(space_file, base)
     base.setdefault("max_iters", 1_000_000_000)
     TrainConfig.from_dict({**base, "max_minutes": budget_minutes}, config_source).validate()  # fail before trial 1
+    check_space(space, {**base, "max_minutes": budget_minutes},
+                f"--space {space_file}" if space_file else "the built-in space")
+    if fixed and progress:
+        print(f"sweep: {', '.join(fixed)} fixed by the flags (not searched)", flush=True)
     settings = {"base": base, "budget_minutes": budget_minutes, "space": space}
     out.mkdir(parents=True, exist_ok=True)
     settings_file = out / "sweep.json"
@@ -131,8 +99,15 @@ def sweep(base: dict[str, Any], out: str | Path, budget_minutes: float, trials: 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     tb = _writer(out)
 
+    def refused(trial: Any, e: GptkitError) -> float:
+        """A combination of values the trainer refuses (each value alone was checked): said, then pruned."""
+        import sys
+        trial.set_user_attr("error", str(e))
+        print(f"sweep: trial {trial.number} pruned: {e}", file=sys.stderr, flush=True)
+        raise optuna.TrialPruned(str(e))
+
     def objective(trial: Any) -> float:
-        params = _suggest(trial, space)
+        params = suggest(trial, space)
         resume_dir = trial.user_attrs.get("resume_dir")
         run_dir = Path(resume_dir) if resume_dir else out / f"trial-{trial.number:03d}"
         trial.set_user_attr("pid", os.getpid())
@@ -143,8 +118,7 @@ def sweep(base: dict[str, Any], out: str | Path, budget_minutes: float, trials: 
             cfg = TrainConfig.from_dict({**base, **params, "out": str(run_dir), "max_minutes": budget_minutes,
                                          "resume": resume, "progress": False}, config_source)
         except GptkitError as e:
-            trial.set_user_attr("error", str(e))
-            raise optuna.TrialPruned(str(e)) from None
+            return refused(trial, e)
         if progress:
             print(f"sweep: trial {trial.number} ({'resuming ' + str(run_dir) if resume else run_dir}): "
                   + ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()), flush=True)
@@ -155,8 +129,7 @@ def sweep(base: dict[str, Any], out: str | Path, budget_minutes: float, trials: 
         try:
             result = train(cfg, on_eval=on_eval)
         except GptkitError as e:  # a combination the trainer refuses (before its first step)
-            trial.set_user_attr("error", str(e))
-            raise optuna.TrialPruned(str(e)) from None
+            return refused(trial, e)
         value = result.val.get("loss", math.nan)
         if tb is not None:
             tb.add_scalar("sweep/val_loss", value, trial.number)

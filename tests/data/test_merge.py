@@ -100,3 +100,39 @@ def test_merge_refuses_parts_that_do_not_belong_together(tmp_path, src):
         run([src], tmp_path / "x", num_shards=2, shard_index=2)
     with pytest.raises(GptkitError, match="train the BPE once"):
         run([src], tmp_path / "x", num_shards=2, tokenizer="bpe", vocab_size=300)
+
+
+def _corrupt_first_shard(part: Path, value: int = 65535) -> Path:
+    meta = json.loads((part / "meta.json").read_text())
+    shard = part / meta["splits"]["train"]["shards"][0]["file"]
+    raw = bytearray(shard.read_bytes())
+    raw[2:402] = value.to_bytes(2, "little") * 200  # tokens 1..200 of a uint16 shard
+    shard.write_bytes(bytes(raw))
+    return shard
+
+
+def test_merge_refuses_a_part_with_ids_beyond_the_vocabulary(tmp_path, src):
+    for i in range(2):
+        run([src], tmp_path / f"p{i}", num_shards=2, shard_index=i)
+    shard = _corrupt_first_shard(tmp_path / "p1")
+    with pytest.raises(GptkitError, match=rf"{shard.name} holds token id 65535, beyond the vocabulary of 257"):
+        merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_reading_a_shard_with_ids_beyond_the_vocabulary_names_it(tmp_path, src):
+    """Data that got such ids anyway (a shard edited by hand, an older merge): train and eval say so."""
+    from gptkit.data import TokenShards
+    from gptkit.data.shards import unigram_entropy
+    run([src], tmp_path / "d")
+    _corrupt_first_shard(tmp_path / "d")
+    shards = TokenShards(tmp_path / "d", "train")
+    import torch
+    with pytest.raises(GptkitError, match="holds token id 65535, beyond the vocabulary of 257 ids"):
+        for _ in shards.iter_eval_batches(8, 16):
+            pass
+    with pytest.raises(GptkitError, match="token id 65535"):
+        for seed in range(20):  # random windows: some cover the bad tokens
+            shards.get_batch(64, 16, torch.Generator().manual_seed(seed))
+    with pytest.raises(GptkitError, match="token id 65535"):
+        unigram_entropy(tmp_path / "d")

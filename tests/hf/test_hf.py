@@ -361,18 +361,19 @@ def test_invalid_json_config(good_dir):
 
 def test_another_architecture_is_refused(good_dir):
     (good_dir / "config.json").write_text(json.dumps({
-        "architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 32,
+        "architectures": ["GemmaForCausalLM"], "model_type": "gemma", "hidden_size": 32,
         "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 97}))
     msg = _err(good_dir)
-    assert "config.json" in msg and "'mistral'" in msg and "GPT-2" in msg
+    assert "config.json" in msg and "'gemma'" in msg and "gpt2, llama, qwen2, qwen3, mistral" in msg
 
 
 def test_llama_shape_gptkit_does_not_compute_is_refused(good_dir):
     (good_dir / "config.json").write_text(json.dumps({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 97}))
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 97,
+        "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}))
     msg = _err(good_dir)
-    assert "config.json" in msg and "num_key_value_heads=2" in msg
+    assert "config.json" in msg and "rope_scaling.rope_type 'dynamic'" in msg
 
 
 def test_non_lm_gpt2_architecture_is_refused(good_dir):
@@ -392,8 +393,8 @@ def test_unsupported_options_are_refused_by_name(good_dir, key, value):
 def test_wrong_shape_names_file_and_tensor(good_dir):
     _edit_weights(good_dir, lambda sd: sd.__setitem__("transformer.h.1.mlp.c_fc.weight", torch.zeros(32, 100)))
     msg = _err(good_dir)
-    assert "model.safetensors" in msg and "transformer.h.1.mlp.c_fc.weight" in msg and "(32, 100)" in msg
-    assert "(32, 128)" in msg  # what config.json implies, in the file's (Conv1D) layout
+    assert "model.safetensors" in msg and "transformer.h.1.mlp.c_fc.weight" in msg and "(100, 32)" in msg  # as nn.Linear
+    assert "(128, 32)" in msg  # what config.json implies, as nn.Linear (out, in)
 
 
 def test_config_that_does_not_match_the_weights(good_dir):
@@ -643,3 +644,30 @@ def test_hub_download_prefers_safetensors_and_falls_back_to_bin(fake_hub, tmp_pa
 def test_hub_id_that_does_not_exist(fake_hub):
     msg = _err("nobody/no-such-model")
     assert "'nobody/no-such-model'" in msg and "no accessible model" in msg
+
+
+def test_default_eos_past_a_small_vocabulary_warns_and_generates(tmp_path):
+    """transformers' GPT2Config keeps eos_token_id 50256 whatever vocab_size: such a model loads,
+    warns once, and generates (ending at the tokenizer's end-of-text) instead of refusing."""
+    from gptkit.tokenizer import bytes_tokenizer
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=257, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    bytes_tokenizer().save(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["eos_token_id"] == 50256
+    with pytest.warns(UserWarning, match="eos_token_id 50256 and bos_token_id 50256 are not a token id of this 257-token model"):
+        model = load_model(tmp_path)
+    assert model.config.eos_token_id is None and model.config.bos_token_id is None
+    out = model.generate(torch.tensor([[104, 105]]), max_new_tokens=4, do_sample=False)
+    assert out.shape == (1, 6)
+
+
+def test_default_eos_warning_on_the_command_line(tmp_path, capsys):
+    from gptkit.cli import main
+    from gptkit.tokenizer import bytes_tokenizer
+    GPT2LMHeadModel(GPT2Config(vocab_size=257, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    bytes_tokenizer().save(tmp_path)
+    assert main(["generate", "--model", str(tmp_path), "hi", "--max-new-tokens", "3", "--seed", "0"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("gptkit")]  # not transformers' save progress
+    assert lines == [(f"gptkit: warning: {tmp_path / 'config.json'}: eos_token_id 50256 and bos_token_id 50256 are "
+                     "not a token id of this 257-token model; generating without it")], err

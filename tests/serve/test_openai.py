@@ -272,3 +272,34 @@ def test_queue_full_429_timeout_and_disconnect(slow_server):
         wait_for(lambda: engine.running == 0)
         r = http.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "a", "max_tokens": 3})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+
+
+def test_max_tokens_below_one_is_refused_on_every_endpoint(server, chat_server, client):
+    """OpenAI refuses max_tokens < 1; so do both endpoints here (completions used to generate one
+    token for 0 while chat refused it). null still means "up to the context", on both."""
+    for n in (0, -1):
+        with pytest.raises(openai.BadRequestError, match="max_tokens") as e:
+            client.completions.create(model="tiny", prompt="a", max_tokens=n)
+        assert e.value.param == "max_tokens"
+        r = httpx.post(chat_server.url + "/v1/chat/completions",
+                       json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": n})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "a", "max_tokens": None, "temperature": 0},
+                   timeout=60).json()
+    assert r["usage"]["completion_tokens"] >= 1
+
+
+def test_too_many_prompts_name_the_prompt_limit(client):
+    with pytest.raises(openai.BadRequestError, match="prompt holds 1000 prompts; one request may hold at most 64") as e:
+        client.completions.create(model="tiny", prompt=["a"] * 1000, max_tokens=1)
+    assert e.value.param == "prompt"
+    with pytest.raises(openai.BadRequestError, match="holds 65 prompts"):
+        client.completions.create(model="tiny", prompt=[[1, 2]] * 65, max_tokens=1)
+    r = client.completions.create(model="tiny", prompt=list(range(1, 90)), max_tokens=1)  # 89 ids: one prompt
+    assert len(r.choices) == 1
+
+
+def test_head_is_answered_where_get_is(server):
+    for path in ("/health", "/v1/models", "/metrics", "/"):
+        r = httpx.head(server.url + path)
+        assert r.status_code == 200 and r.content == b"", (path, r.status_code)

@@ -85,6 +85,23 @@ def test_playground_streams_and_stops(browser, slow_server):
         time.sleep(0.02)
     assert engine.running == 0
     stats = page.inner_text("#stats")
-    assert int(stats.split(" tokens")[0]) < 75, stats
+    assert int(stats.split(" token")[0]) < 75, stats
     assert external == []  # offline: the page fetches nothing from anywhere else
+    page.close()
+
+
+@pytest.mark.parametrize("value", ["0", "", "2.5"])
+def test_playground_refuses_max_tokens_below_one(browser, server, value):
+    """Max tokens 0, empty or fractional: the page says so and sends nothing (it used to show
+    "1 tokens" for 0 and generate up to the context for an empty field)."""
+    page = browser.new_page()
+    sent = []
+    page.on("request", lambda req: sent.append(req.url) if "/v1/" in req.url else None)
+    page.goto(server.url + "/")
+    page.fill("#prompt", "Once")
+    page.fill("#max_tokens", value)
+    page.click("#go")
+    page.wait_for_function("document.querySelector('#error').textContent.length > 0", timeout=10000)
+    assert "at least 1" in page.inner_text("#error")
+    assert sent == [] and page.inner_text("#stats") == ""
     page.close()

@@ -75,3 +75,63 @@ def test_non_loopback_without_key_warns():
     assert r.returncode == 2
     assert "gptkit: warning: serving on 192.0.2.1 without --api-key" in r.stderr
     assert "gptkit: error: cannot listen on 192.0.2.1:8000" in r.stderr
+
+
+SLOW_SERVE = """
+import sys, time
+from gptkit.serve import ServeConfig, serve
+from gptkit.serve.engine import Engine
+step = Engine._step
+def slow(self):  # 0.1 s a decode step: a 90-token answer takes 9 s, longer than the drain
+    time.sleep(0.1)
+    step(self)
+Engine._step = slow
+serve(ServeConfig(model=sys.argv[1], port=0, dtype="float32", log_level="warning"))
+"""
+
+
+def test_sigterm_ends_open_streams_so_the_openai_client_sees_it(tiny_dir):
+    """SIGTERM: a stream that ends within the drain finishes normally; one still running after it
+    ends with an error event and [DONE], which the real openai client raises (not a silent cut)."""
+    import threading
+
+    import openai
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVE, str(tiny_dir)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GPTKIT_API_KEY": ""})
+    try:
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/ \(playground\)", proc.stderr.readline())
+        assert m
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{m.group(1)}/v1", api_key="unused", max_retries=0,
+                               timeout=60)
+        results: dict[str, object] = {}
+        started = threading.Barrier(3)
+
+        def consume(name: str, max_tokens: int) -> None:
+            text, reason = "", None
+            try:
+                s = client.completions.create(model=tiny_dir.name, prompt="a", max_tokens=max_tokens, stream=True,
+                                              temperature=0)
+                for i, chunk in enumerate(s):
+                    if i == 0:
+                        started.wait(timeout=60)
+                    text += chunk.choices[0].text if chunk.choices else ""
+                    reason = (chunk.choices[0].finish_reason if chunk.choices else None) or reason
+                results[name] = (text, reason)
+            except openai.APIError as e:
+                results[name] = e
+        threads = [threading.Thread(target=consume, args=("short", 8)), threading.Thread(target=consume, args=("long", 90))]
+        for t in threads:
+            t.start()
+        started.wait(timeout=60)  # both streams have sent their first chunk
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=30)
+        assert isinstance(results["short"], tuple) and results["short"][1] == "length", results["short"]
+        cut = results["long"]
+        assert isinstance(cut, openai.APIError) and "shutting down" in str(cut), cut
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.stderr.read()
+    assert "Traceback" not in err, err

@@ -88,3 +88,23 @@ def test_a_killed_sweep_resumes(byte_data, tmp_path):
     # a changed command does not silently mix into the study
     changed = subprocess.run(_sweep_cmd(byte_data, out, space) + ["--lr", "1e-3"], capture_output=True, text=True)
     assert changed.returncode == 2 and "other options" in changed.stderr
+
+
+@pytest.mark.parametrize("start, end, pattern", [
+    (1e-3, 1e-2, "still falling at the end of the ramp"),  # a short ramp in the falling part
+    (3.0, 1e4, "lowest at the start of the ramp"),          # far too high: it only rises
+])
+def test_lr_find_warns_when_the_minimum_is_at_an_edge(byte_data, start, end, pattern):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, n_positions=32, n_embd=32, n_layer=2, n_head=2))
+    cfg = TrainConfig(data=str(byte_data), block_size=16, batch_size=4, lr=1e-3, dtype="float32")
+    with pytest.warns(UserWarning, match=pattern):
+        lr_range_test(model, TokenShards(byte_data, "train"), cfg, start, end, 30)
+
+
+def test_lr_find_is_quiet_when_the_minimum_is_inside(byte_data, recwarn):
+    from gptkit.train.lr_find import LRFindResult, edge_warnings
+    r = LRFindResult(lrs=[1e-4 * 1.1 ** i for i in range(100)], losses=[abs(i - 50) for i in range(100)])
+    r.min_loss_lr, r.suggested_lr = r.lrs[50], r.lrs[50] / 10
+    assert edge_warnings(r, 50, 100, 1e-4, r.lrs[-1]) == []
+    assert "below --start-lr" in edge_warnings(r, 50, 100, 1e-2, r.lrs[-1])[0]  # suggested 1.2e-3

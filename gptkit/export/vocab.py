@@ -1,0 +1,73 @@
+"""A gptkit tokenizer as GGUF's tokenizer.ggml.* keys (llama.cpp's "gpt2" BPE, pre-tokenizer "gpt-2").
+
+All three gptkit kinds are byte-level BPE split by GPT-2's regex, which is what llama.cpp's BPE
+tokenizer computes with pre-tokenizer "gpt-2": tokens are written in GPT-2's byte-to-unicode
+spelling (as in vocab.json), merges as "a b" lines in id order (merges.txt: llama.cpp merges by line
+number, tiktoken by the id of the result; gptkit's merges.txt makes the two agree), <|endoftext|> as
+a control token that is both BOS and EOS, and neither is added to a prompt (GPT-2 adds none).
+
+The bytes tokenizer has no merges, but llama.cpp refuses a BPE vocabulary without the merges key
+and gguf cannot write an empty array: it gets one placeholder merge of two <|endoftext|> tokens.
+llama.cpp starts from one symbol per byte and only grows symbols by merging, so no symbol ever spells
+<|endoftext|> and the placeholder never applies: the ids stay the byte values (tested against
+llama.cpp's own tokenizer).
+
+Ids past the tokenizer (a model whose vocab_size was rounded up) are unused "[PADi]" tokens, as
+llama.cpp's converter writes them: llama.cpp needs one token per embedding row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import GptkitError
+from ..tokenizer import EOT, _to_str
+
+PRE_TOKENIZER = "gpt-2"
+PLACEHOLDER_MERGE = f"{EOT} {EOT}"
+
+
+@dataclass
+class Vocab:
+    kind: str  # gptkit's tokenizer kind: gpt2, bpe, bytes
+    tokens: list[str]
+    types: list[int]  # gguf.TokenType values
+    merges: list[str]
+    eot_id: int
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+    def add_to(self, writer: Any) -> None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(PRE_TOKENIZER)
+        writer.add_token_list(self.tokens)
+        writer.add_token_types(self.types)
+        writer.add_token_merges(self.merges)
+        writer.add_bos_token_id(self.eot_id)
+        writer.add_eos_token_id(self.eot_id)
+        writer.add_add_bos_token(False)
+        writer.add_add_eos_token(False)
+
+
+def gguf_vocab(tokenizer: Any, n_vocab: int) -> Vocab:
+    """The GGUF vocabulary of a gptkit Tokenizer for a model of `n_vocab` embedding rows."""
+    from gguf import TokenType
+    ranks, merges = getattr(tokenizer, "ranks", None), getattr(tokenizer, "merges", None)
+    if not isinstance(ranks, dict) or merges is None or getattr(tokenizer, "eot_token", None) != EOT:
+        raise GptkitError(f"tokenizer {tokenizer!r} cannot be written to GGUF (gptkit writes its byte-level BPE "
+                          "tokenizers: gpt2, bpe, bytes)")
+    if tokenizer.vocab_size > n_vocab:
+        raise GptkitError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's vocab_size "
+                          f"{n_vocab}")
+    tokens = [""] * tokenizer.eot_id
+    for token, i in ranks.items():
+        tokens[i] = _to_str(token)
+    tokens.append(EOT)
+    types = [TokenType.NORMAL] * tokenizer.eot_id + [TokenType.CONTROL]
+    for i in range(len(tokens), n_vocab):
+        tokens.append(f"[PAD{i}]")
+        types.append(TokenType.UNUSED)
+    lines = [f"{_to_str(a)} {_to_str(b)}" for a, b in merges] or [PLACEHOLDER_MERGE]
+    return Vocab(tokenizer.kind, tokens, [int(t) for t in types], lines, tokenizer.eot_id)
