@@ -372,10 +372,9 @@ def _params():
                            marks=marks if isinstance(marks, (list, tuple)) else [marks])
 
 
-@pytest.mark.parametrize("argv,pattern,proc", list(_params()))
-def test_sweep(ws, capsys, argv, pattern, proc):
-    before = snapshot(ws)
-    code, out, err = run_cli(argv, capsys, proc=proc, cwd=ws)
+def assert_refused(ws: Path, before: dict[str, str], code, err: str, pattern: str) -> None:
+    """One `gptkit: error:` line matching pattern, a non-zero exit, no traceback, and the workspace
+    exactly as it was (nothing changed, deleted or left behind)."""
     lines = visible_lines(err)
     assert code not in (0, None), f"exit {code}: {err}"
     assert "Traceback" not in err, err
@@ -387,6 +386,13 @@ def test_sweep(ws, capsys, argv, pattern, proc):
     after = snapshot(ws)
     assert {k: v for k, v in before.items() if after.get(k) != v} == {}, "changed or deleted"
     assert sorted(set(after) - set(before)) == [], "left behind"
+
+
+@pytest.mark.parametrize("argv,pattern,proc", list(_params()))
+def test_sweep(ws, capsys, argv, pattern, proc):
+    before = snapshot(ws)
+    code, out, err = run_cli(argv, capsys, proc=proc, cwd=ws)
+    assert_refused(ws, before, code, err, pattern)
     assert not (ws / "pwned.txt").exists()
 
 

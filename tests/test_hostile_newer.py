@@ -9,7 +9,6 @@ run taking its own preset.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_hostile import TINY, _gk, run_cli, snapshot, visible_lines
+from test_hostile import TINY, _gk, assert_refused, run_cli, snapshot
 
 from conftest import build_random_gpt2
 
@@ -203,17 +202,7 @@ CASES = [
 def test_sweep(ws, capsys, argv, pattern):
     before = snapshot(ws)
     code, out, err = run_cli(argv, capsys, cwd=ws)
-    lines = visible_lines(err)
-    assert code not in (0, None), f"exit {code}: {err}"
-    assert "Traceback" not in err, err
-    assert len(lines) == 1, f"{len(lines)} lines on stderr:\n{err}"
-    assert lines[0].startswith("gptkit: error: "), lines[0]
-    assert not re.match(r"gptkit: error: \w+(Error|Exception):", lines[0]), f"a raw exception: {lines[0]}"
-    assert re.search(pattern, lines[0], re.IGNORECASE), f"{pattern!r} not in {lines[0]!r}"
-    assert len(lines[0]) < 400, lines[0]
-    after = snapshot(ws)
-    assert {k: v for k, v in before.items() if after.get(k) != v} == {}, "changed or deleted"
-    assert sorted(set(after) - set(before)) == [], "left behind"
+    assert_refused(ws, before, code, err, pattern)
 
 
 def test_sweep_covers_the_newer_commands():

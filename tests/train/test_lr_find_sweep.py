@@ -86,7 +86,7 @@ def test_a_killed_sweep_resumes(byte_data, tmp_path):
                         "--max-minutes", "0.02", "--samples", "0", "-q"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     # a changed command does not silently mix into the study
-    changed = subprocess.run(_sweep_cmd(byte_data, out, space) + ["--lr", "1e-3"], capture_output=True, text=True)
+    changed = subprocess.run(_sweep_cmd(byte_data, out, space) + ["--weight-decay", "0.05"], capture_output=True, text=True)
     assert changed.returncode == 2 and "other options" in changed.stderr
 
 
