@@ -117,14 +117,19 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
-    """loss.png: train and val loss over steps, and below it the learning rate."""
+    """loss.png: train and val loss over steps; below it each --eval-tasks task's accuracy (as
+    llm.c plots HellaSwag beside the loss), where there are any; then the learning rate."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     train = [(r["step"], r["loss"]) for r in rows if r.get("kind") == "train"]
     val = [(r["step"], r["val_loss"]) for r in rows if r.get("kind") == "eval"]
     lr = [(r["step"], r["lr"]) for r in rows if r.get("kind") == "train" and "lr" in r]
-    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(3, 1))
+    tasks = sorted({k for r in rows if r.get("kind") == "eval" for k in r
+                    if k.startswith("task/") and k.endswith("/acc_norm")})
+    panels = (3, 2, 1) if tasks else (3, 1)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 5.5 + 2 * bool(tasks)), sharex=True, height_ratios=panels)
+    ax, ax_lr = axes[0], axes[-1]
     if train:
         ax.plot(*zip(*train), label="train loss", lw=1)
     if val:
@@ -132,6 +137,14 @@ def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
+    if tasks:
+        ax_t = axes[1]
+        for key in tasks:
+            pts = [(r["step"], r[key]) for r in rows if r.get("kind") == "eval" and key in r]
+            ax_t.plot(*zip(*pts), "o-", label=key.removeprefix("task/").replace("/", " "))
+        ax_t.set_ylabel("accuracy")
+        ax_t.grid(alpha=0.3)
+        ax_t.legend()
     if lr:
         ax_lr.plot(*zip(*lr), color="tab:green", lw=1)
     ax_lr.set_ylabel("learning rate")

@@ -76,6 +76,8 @@ class TrainConfig:
     # evaluation, logging, checkpoints
     eval_interval: int = _opt(100, "steps between evaluations, each followed by a checkpoint")
     eval_iters: int = _opt(20, "val batches per evaluation")
+    eval_tasks: str | None = _opt(None, "multiple-choice task files (JSONL of context, choices, label; comma-separated) "
+                                        "scored at every evaluation")
     log_interval: int = _opt(10, "steps between train-loss rows in metrics.jsonl")
     # runtime
     dtype: str = _opt("auto", "autocast precision: auto, bfloat16, float16, float32 (weights stay fp32; auto "

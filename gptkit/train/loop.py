@@ -26,6 +26,8 @@ from ..data.datacard import copy as copy_datacard
 from ..device import autocast, autocast_dtype
 from ..distributed import Runtime, setup_runtime
 from ..errors import GptkitError, OptionError
+from ..evals.training import PREFIX as TASK_PREFIX
+from ..evals.training import TaskScorer
 from ..evaluate import evaluate
 from ..files import write_json
 from ..hf import check_saveable, load_model, load_state_into, read_state_dict
@@ -128,6 +130,7 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None
     if state is not None and cfg.init_from:
         check_same_model(files, model.config, cfg, run_config(state))
     check_saveable(model)  # whatever would fail at the first checkpoint fails now, before step 1
+    scorer = TaskScorer.open(cfg.eval_tasks, tokenizer, model.config.n_positions)  # bad task files: before step 1
     if hooks is not None:
         hooks.prepare_model(model)
     amp, why = _precision(model, train_data, cfg, rt, files)
@@ -180,7 +183,7 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None
                 final = step == cfg.max_iters or out_of_time
                 if step % cfg.eval_interval == 0 or final:
                     val = _eval_and_checkpoint(files, model, optimizer, tokenizer, val_data, cfg, rt, step, rows,
-                                               data_dir, amp, log, extra, hooks, final, lr)
+                                               data_dir, amp, log, extra, hooks, final, lr, scorer)
                     if on_eval is not None and on_eval(step, val, schedule.progress(step, elapsed)):
                         stopped_by = "on_eval"
                         break
@@ -266,7 +269,7 @@ def _eval_and_checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Opt
                          val_data: TokenShards, cfg: TrainConfig, rt: Runtime, step: int,
                          rows: list[dict[str, Any]], data_dir: Path, amp: torch.dtype | None,
                          log: Log, state_extra: dict[str, Any], hooks: Any = None, final: bool = False,
-                         lr: float = math.nan) -> dict[str, Any]:
+                         lr: float = math.nan, scorer: TaskScorer | None = None) -> dict[str, Any]:
     # the last evaluation covers the whole split, so the number a run ends with is `gptkit eval`'s
     val = evaluate(model, val_data, cfg.block_size, cfg.batch_size, None if final else cfg.eval_iters, amp, rt)
     val["split_tokens"] = val_data.num_tokens
@@ -275,6 +278,8 @@ def _eval_and_checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Opt
     rows.append({"kind": "eval", "step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"],
                  "val_bits_per_byte": val["bits_per_byte"], "val_tokens": val["eval_tokens"], "time": time.time()})
     extra = hooks.after_eval(step, model) if hooks is not None else {}  # e.g. the task score
+    if scorer is not None:  # --eval-tasks: multiple-choice accuracy
+        extra.update(scorer(model, amp))
     rows[-1].update(extra)
     log.write(f"step {step}: val loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f}, "
               f"bits/byte {val['bits_per_byte']:.4f}" + "".join(f", {k} {v:.2f}" for k, v in extra.items())
@@ -282,6 +287,9 @@ def _eval_and_checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Opt
     if log.tb is not None:
         log.tb.add_scalar("val/loss", val["loss"], step)
         log.tb.add_scalar("val/bits_per_byte", val["bits_per_byte"], step)
+        for k, v in extra.items():
+            if k.startswith(TASK_PREFIX):
+                log.tb.add_scalar(k, v, step)
         log.tb.flush()
     _checkpoint(files, model, optimizer, tokenizer, cfg, rt, step, rows, data_dir, state_extra, hooks)
     return val
