@@ -69,6 +69,9 @@ class TrainConfig:
                              "embeddings, norms, biases and the output layer)")
     muon_lr: float | None = _opt(None, "Muon's peak lr with Keller Jordan's scaling (none: --lr, scaled to AdamW's "
                                        "update size)")
+    muon_dtype: str = _choice("auto", ("auto", "float32", "bfloat16"),
+                              "precision of Muon's Newton-Schulz iteration (auto: bfloat16 where the host computes it "
+                              "natively, measured as --dtype auto does; float32 where bf16 is emulated)")
     weight_decay: float = _opt(0.1, "AdamW weight decay of the weight matrices")
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
