@@ -61,6 +61,14 @@ class ChatHooks(TaskHooks):
     """TaskHooks for conversations: validation score = ROUGE-L of the reply to the last user turn."""
     val_conversations: Sequence[Conversation] = ()
     chat: Any = None  # the compiled chat template
+    mix: tuple[str, float] | None = None  # (prepared data directory, share of training rows): see mix.py
+
+    def data(self, split: str) -> Any:
+        batches = super().data(split)
+        if split != "train" or self.mix is None:
+            return batches
+        from .mix import MixedBatches, open_text
+        return MixedBatches(batches, open_text(self.mix[0], self.tokenizer), self.mix[1])
 
     @property
     def metric(self) -> str:
@@ -91,8 +99,9 @@ class ChatHooks(TaskHooks):
 
 def finetune_chat(cfg: Any, *, split: dict[str, Any] | None = None, strict: bool = False, lora: bool = False,
                   lora_r: int = 8, lora_alpha: float = 16.0, lora_dropout: float = 0.0, merge: bool = False,
-                  patience: int | None = None, score_examples: int = 200, score_max_new_tokens: int = 64) -> Any:
-    """Fine-tune cfg.init_from on the conversations in cfg.data (see the module doc)."""
+                  patience: int | None = None, score_examples: int = 200, score_max_new_tokens: int = 64,
+                  mix: str | None = None) -> Any:
+    """Fine-tune cfg.init_from on the conversations in cfg.data (see the module doc); mix: "DIR:RATIO"."""
     from gptkit import load_tokenizer
     from gptkit.tasks.finetune import _base_model, check_options, hook_options, run_finetune
 
@@ -100,6 +109,8 @@ def finetune_chat(cfg: Any, *, split: dict[str, Any] | None = None, strict: bool
     from .template import chat_template, with_chat_tokens
     check_options(cfg, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, merge=merge,
                   patience=patience, score_examples=score_examples)
+    from .mix import parse_mix
+    mixed = parse_mix(mix) if mix else None
     split = {"val_fraction": 0.05, "test_fraction": 0.05, "seed": 0, **(split or {})}
     data = read_conversations(cfg.data, strict=strict)
     splits = split_conversations(data.conversations, split["val_fraction"], split["test_fraction"], split["seed"])
@@ -108,6 +119,9 @@ def finetune_chat(cfg: Any, *, split: dict[str, Any] | None = None, strict: bool
                           "conversations)")
     base_dir = _base_model(cfg.init_from, lora_r if lora else None)
     tokenizer = with_chat_tokens(load_tokenizer(base_dir))  # the trainer grows the model to match
+    if mixed:
+        from .mix import open_text
+        open_text(mixed[0], tokenizer)  # a foreign tokenizer: refused before any conversation is encoded
     template = chat_template(tokenizer)
     train = encode_conversations(splits["train"], tokenizer, template, cfg.block_size, strict)
     val = encode_conversations(splits["val"], tokenizer, template, cfg.block_size, strict)
@@ -130,6 +144,6 @@ def finetune_chat(cfg: Any, *, split: dict[str, Any] | None = None, strict: bool
     hooks = ChatHooks(task="chat", template=None, tokenizer=tokenizer, train_rows=train.rows, val_rows=val.rows,
                       val_examples=[], val_conversations=[c for c in splits["val"] if c.origin in kept], chat=template,
                       **hook_options(cfg, lora, lora_r, lora_alpha, lora_dropout), score_examples=score_examples,
-                      max_new_tokens=score_max_new_tokens, patience=patience,
+                      max_new_tokens=score_max_new_tokens, patience=patience, mix=mixed,
                       source=f"{cfg.data} ({len(train.rows):,} train / {len(val.rows):,} val conversations)")
     return run_finetune(cfg, hooks, merge)

@@ -48,6 +48,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     tok = model.tokenizer
     if tok is None:
         raise GptkitError(model.tokenizer_error or f"{args.model}: no tokenizer files beside the model")
+    if override is None and not tok.chat_template and Path(args.model).is_dir():
+        from ..serve.chat import find_chat_template  # a chat_template.jinja beside the weights
+        found = find_chat_template(args.model)
+        override = found.source if found else None
     template = chat_template(tok, override)
     try:
         import readline  # noqa: F401  (line editing and history for input())

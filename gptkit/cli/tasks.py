@@ -179,6 +179,9 @@ class FinetuneOptions:
                                                   "choices": ("summarize", "translate", "custom", "chat")})
     strict: bool = field(default=False, metadata={"help": "chat: refuse the first bad conversation, or one whose first "
                                                           "reply does not fit --block-size (default: count and skip)"})
+    mix: str | None = field(default=None, metadata={"help": "chat: DIR:RATIO, a share of the training rows taken from "
+                                                            "pretraining text (a prepared data directory), e.g. "
+                                                            "data/pretrain:0.2"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of every weight"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator (scale = alpha / r)"})
@@ -208,6 +211,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return _finetune_chat(cfg, args, ft)
     if ft.pop("strict"):
         raise GptkitError("--strict is for --task chat (task examples are always checked strictly)")
+    if ft.pop("mix"):
+        raise GptkitError("--mix is for --task chat")
     if args.task == "custom" and not args.template:
         raise GptkitError("--task custom needs --template FILE")
     template = _template(args.task if args.task != "custom" else "summarize", args)
