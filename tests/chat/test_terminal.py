@@ -116,6 +116,13 @@ def test_a_model_without_a_template_is_one_line(tmp_path):
     torch.manual_seed(0)
     save_model(GPT(GPTConfig(vocab_size=257, n_positions=32, n_embd=16, n_layer=1, n_head=2)), tmp_path / "m",
                bytes_tokenizer())
-    p = subprocess.run([sys.executable, "-m", "gptkit", "chat", "--model", str(tmp_path / "m")], capture_output=True,
-                       text=True, stdin=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "gptkit", "chat", "--model", str(tmp_path / "m")]
+    p = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no chat template" in p.stderr
+    (tmp_path / "m" / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
+    p = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no generation prompt" in p.stderr
+    (tmp_path / "m" / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+                                                        "{% if add_generation_prompt %}Bot:{% endif %}")
+    p = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0 and "chatting with" in p.stdout, p.stderr
