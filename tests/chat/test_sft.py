@@ -123,3 +123,17 @@ def test_cli_lora_and_bad_input(base_dir, tmp_path):
                 *common[:2], "--block-size", "16", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no training conversation fits --block-size 16" in p.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_resume_continues_exactly(base_dir, tmp_path):
+    data = write_data(tmp_path / "c.jsonl", n=40)
+
+    def cfg(out, **kw):
+        return TrainConfig(**{**dict(data=str(data), out=str(tmp_path / out), init_from=str(base_dir), block_size=128,
+                                     batch_size=4, max_iters=12, eval_interval=6, eval_iters=2, log_interval=6,
+                                     dtype="float32", progress=False, lr=3e-3, warmup_iters=2), **kw})
+    kw = dict(split=dict(val_fraction=0.2, test_fraction=0.0, seed=0), score_examples=2, score_max_new_tokens=2)
+    full = finetune_chat(cfg("full"), **kw)
+    finetune_chat(cfg("part", max_iters=6, lr_decay_iters=12), **kw)
+    part = finetune_chat(cfg("part", resume=True), **kw)
+    assert part.train.val["loss"] == pytest.approx(full.train.val["loss"], rel=1e-6)
