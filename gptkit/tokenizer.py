@@ -155,6 +155,10 @@ class Tokenizer:
             ids = [i for i in (int(i) for i in ids) if not self.eot_id <= i < self.vocab_size]
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
+    def token_bytes(self, ids: Iterable[int]) -> list[bytes]:
+        """The bytes of each id, one entry per id (a control token's are its text's UTF-8)."""
+        return self._enc.decode_tokens_bytes([int(i) for i in ids])
+
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         ids = [int(i) for i in ids]  # also accepts tensors and numpy arrays
         bad = [i for i in ids if not 0 <= i < self.vocab_size]

@@ -16,6 +16,7 @@ rendered text is tokenized whole, control tokens as themselves: see `encode_conv
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from typing import Any
 
@@ -162,13 +163,12 @@ def encode_conversation(tokenizer: Any, messages: list[dict[str, Any]], template
     full, spans, ends = assistant_spans(template, messages, end)
     ids = tokenizer.encode_special(full)
     starts, pos = [], 0
-    for piece in tokenizer._enc.decode_tokens_bytes(ids):
+    for piece in tokenizer.token_bytes(ids):
         starts.append(pos)
         pos += len(piece)
     byte = _byte_offsets(full)
     bspans = [(byte(a), byte(b)) for a, b in spans]
     trained = [any(a <= s < b for a, b in bspans) for s in starts]
-    import bisect
     id_ends = [bisect.bisect_left(starts, byte(e)) for e in ends]
     return ids, trained, id_ends
 
