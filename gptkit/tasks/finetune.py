@@ -131,6 +131,11 @@ class TaskBatches:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def epochs(self, steps: int, rows_per_step: int) -> float:
+        """Passes over the examples in `steps` steps of `rows_per_step` examples (a step is examples,
+        padded to their longest, not a block of tokens: tokens per step say nothing here)."""
+        return steps * rows_per_step / len(self.rows)
+
     def _epoch(self, e: int, G: int) -> np.ndarray:
         """(steps, G) example indices of epoch e."""
         key = (e, G)
@@ -423,6 +428,8 @@ def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[
     if on_long not in ("error", "truncate"):
         raise GptkitError(f"--on-long must be error or truncate, got {on_long!r}")
     cfg.validate()
+    from gptkit.train.resume import check_run_dir
+    check_run_dir(Path(cfg.out), cfg.resume, [cfg.data, cfg.init_from])  # before any example is read
     split = {"val_fraction": 0.05, "test_fraction": 0.05, "seed": 0, **(split or {})}
     examples = read_examples(cfg.data, **(fields or {}))
     splits = split_examples(examples, split["val_fraction"], split["test_fraction"], split["seed"])
