@@ -42,7 +42,7 @@ def test_a_config_file_takes_every_name_the_flags_take(ws, capsys, tmp_path):
     """`train --config best.toml` (what the sweep prints) used to ignore data = ..., train on the
     standard library instead, and refuse samples, tokenizer, vocab_size, quiet."""
     _toml(ws / "c.toml", {**TINY, "data": "data", "out": "cfgrun", "max_iters": 2, "samples": 0, "quiet": True,
-                          "tokenizer": "bytes", "vocab_size": None})
+                          "tokenizer": "bytes", "vocab_size": 300})
     code, out, err = run_cli(["train", "--config", "c.toml"], capsys)
     assert code == 0, err
     used = json.loads((ws / "cfgrun" / "train_config.json").read_text())["data"]
@@ -107,7 +107,8 @@ def test_a_rerun_sweep_draws_new_configurations(ws, capsys):
 
 def test_finetune_banner_counts_epochs_in_examples(ws, capsys):
     """The banner used to divide padded block tokens by target tokens (8.71 epochs for 0.49)."""
-    argv = [a for a in FT if a != "--no-progress"] + ["--block-size", "64", "--batch-size", "4", "--score-examples", "0"]
+    argv = [a for a in FT if a != "--no-progress"] + ["--block-size", "64", "--batch-size", "4", "--score-examples", "0",
+                                                      "--on-long", "truncate"]
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     n_train = int(re.search(r"\(([\d,]+) train / [\d,]+ val examples\)", out + err).group(1))

@@ -59,6 +59,7 @@ def _data(args: argparse.Namespace, progress: bool) -> str:
 def _base_config(args: argparse.Namespace) -> dict[str, Any]:
     from ..train import TrainConfig
     from .args import load_config_file
+    args.config = getattr(args, "config", None)
     base = load_config_file(args.config) if args.config else {}
     command_options(DataOptions, args, base, args.config or "flags")  # data, tokenizer, vocab_size, quiet
     return from_args(TrainConfig, args, base)

@@ -16,6 +16,7 @@ from .prepare import STDLIB_PROMPTS, STDLIB_TOKENIZER, STDLIB_VOCAB, corpus_data
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
     from ..train import TrainConfig
+    args.config = getattr(args, "config", None)
     base = load_config_file(args.config) if args.config else {}
     command_options(TrainCommand, args, base, args.config or "flags")  # data, tokenizer, samples, quiet, ...
     args.out_given = "out" in vars(args) or "out" in base  # a config's out is the user's choice too

@@ -315,6 +315,9 @@ class TaskHooks:
 
     def after_eval(self, step: int, model: torch.nn.Module) -> dict[str, float]:
         """Score the task on validation examples; track the best; decide early stopping."""
+        if self.score_examples == 0:  # --score-examples 0: no task score, no best checkpoint
+            self._improved = False
+            return {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncated prompts are counted by the task runner, not here
             value = self.task_score(model)
@@ -425,6 +428,8 @@ def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[
         raise GptkitError(f"--patience must be >= 1, got {patience}")
     if score_examples < 0:
         raise GptkitError(f"--score-examples must be >= 0, got {score_examples}")
+    if score_examples == 0 and patience is not None:
+        raise GptkitError("--patience counts evaluations without a better task score: it needs --score-examples >= 1")
     if on_long not in ("error", "truncate"):
         raise GptkitError(f"--on-long must be error or truncate, got {on_long!r}")
     cfg.validate()
