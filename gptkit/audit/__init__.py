@@ -99,7 +99,7 @@ def audit(cfg: AuditConfig) -> dict:
     check(cfg)
     model, tok, train, val = load(cfg)
     parts = resolve_parts(cfg, bool(train.meta.get("canaries")))
-    record = planted.read(train.meta, cfg.data) if "canaries" in parts else None
+    record = planted.read(train.meta, cfg.data) if "canaries" in parts or train.meta.get("canaries") else None
     pairs = None
     if "stereotype" in parts:
         from .stereotype import read_pairs
@@ -147,7 +147,7 @@ def audit(cfg: AuditConfig) -> dict:
         prompts = {"unconditional": np.full((half, 1), tok.eot_id, dtype=np.int64), "prompted": starts}
         res["pii"] = samples.run(model, tok, {k: v for k, v in prompts.items() if len(v)},
                                  min(cfg.sample_tokens, limit - 8), cfg.batch_size, amp, cfg.seed, train, index,
-                                 cfg.progress)
+                                 cfg.progress, [planted.text(c) for c in record["items"]] if record else [])
     if "stereotype" in parts:
         from . import stereotype
         res["stereotype"] = stereotype.run(model, tok, pairs, cfg.batch_size, amp, cfg.progress)

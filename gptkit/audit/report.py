@@ -86,6 +86,8 @@ def _pii(p: dict) -> list[str]:
            f"{p['findings']} findings, {p['findings_in_training_text']} of them also in the training text."), "",
            "| kind | found |", "|---|---:|"]
     out += [f"| {k} | {v} |" for k, v in p["by_kind"].items()]
+    if p.get("canary_samples"):
+        out += ["", f"{p['canary_samples']} samples hold a planted canary, prefix and secret (shown as `<CANARY>`)."]
     if p["examples"]:
         out += ["", "Findings (masked): " + ", ".join(f"{f['kind']} `{f['masked']}`" for f in p["examples"])]
     rep = p["reproducing"]

@@ -4,8 +4,8 @@ with the start of training windows, and scan them with the detector `prepare` cl
 from it, not made up. A sample holding a span of `reproduce_tokens` tokens that occurs verbatim in
 the training split reproduces training text.
 
-Findings are shown masked (their first two characters, then *): the report must not itself become
-a list of the personal data it found.
+Findings are shown masked (their first two characters, then *), and a planted canary's secret in
+an excerpt as <CANARY>: the report must not itself become a list of the secrets it found.
 """
 from __future__ import annotations
 
@@ -51,16 +51,19 @@ def _train_text(tok, train: TokenShards, limit: int = 50_000_000) -> bytes | Non
 
 
 def run(model, tok, prompts: dict[str, np.ndarray], new_tokens: int, batch_size: int, amp, seed: int,
-        train: TokenShards, index: NgramIndex | None, progress: bool) -> dict:
-    """prompts: kind ("unconditional", "prompted") -> (n, k) prompt rows."""
+        train: TokenShards, index: NgramIndex | None, progress: bool, canaries: list[str] = ()) -> dict:
+    """prompts: kind ("unconditional", "prompted") -> (n, k) prompt rows; canaries: the planted
+    canaries' texts (their prefix and secret), counted when a sample holds one and masked."""
     total = sum(len(p) for p in prompts.values())
     counts = {k: 0 for k in KINDS}
-    findings, reproduced, texts, n = [], [], None, 0
+    findings, reproduced, texts, n, leaked = [], [], None, 0, 0
     with tqdm(total=total, desc="samples", unit="sample", disable=not progress, leave=False) as bar:
         for kind, rows in prompts.items():
             for i, ids in enumerate(draw(model, rows, new_tokens, batch_size, amp, seed, bar)):
                 n += 1
                 text = tok.decode(ids)
+                leaked += any(c in text for c in canaries)
+                text = _masked_canaries(text, canaries)
                 if index is not None and len(ids) >= index.n and index.contains_any(np.asarray(ids)):
                     reproduced.append({"kind": kind, "sample": i, "text": text[:120]})
                 for start, end, _, what in find(text):
@@ -70,11 +73,18 @@ def run(model, tok, prompts: dict[str, np.ndarray], new_tokens: int, batch_size:
                     s = text[start:end]
                     findings.append({"kind": what, "masked": mask(s), "source": kind, "sample": i,
                                      "in_training_text": (s.encode() in texts) if texts else None})
-    return {"samples": n, "new_tokens": new_tokens, "by_kind": counts, "findings": len(findings),
+    return {"samples": n, "new_tokens": new_tokens, "by_kind": counts, "findings": len(findings), "canary_samples": leaked,
             "findings_in_training_text": sum(bool(f["in_training_text"]) for f in findings),
             "examples": findings[:EXAMPLES],
             "reproducing": {"span_tokens": index.n if index is not None else None, "samples": len(reproduced),
                             "examples": [{**r, "text": _redacted(r["text"])} for r in reproduced[:EXAMPLES]]}}
+
+
+def _masked_canaries(text: str, canaries) -> str:
+    for c in canaries:
+        prefix, _, _ = c.rpartition(" ")
+        text = text.replace(c, prefix + " <CANARY>")
+    return text
 
 
 def _redacted(text: str) -> str:

@@ -21,7 +21,7 @@ from gptkit.model import GPT, preset_config
 from gptkit.tokenizer import Tokenizer
 
 LR = 1e-2
-MEMORISE_STEPS = 150
+MEMORISE_STEPS = 250
 CANARY_STEPS = 120
 WORDS = ("alpha beta gamma delta echo fox golf hotel india juliet kilo lima mike november oscar papa quebec "
          "romeo sierra tango").split()
@@ -79,7 +79,7 @@ def _once(name: str, factory, build) -> Path:
 
 @pytest.fixture(scope="session")
 def plain_data(tmp_path_factory) -> Path:
-    return _once("plain", tmp_path_factory, make_data)
+    return _once("plain", tmp_path_factory, lambda t: make_data(t, docs=6, words=30))
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ def test_audit_writes_the_report_json_and_plots(canary_model, canary_data, tmp_p
     assert "canary exposure by copies planted" in stdout and "report:" in stdout
     meta = json.loads((canary_data / "meta.json").read_text())
     for c in meta["canaries"]["items"]:  # the report ranks the secrets, it does not print them
-        assert f" {c['secret']}" not in md
+        assert f"{c['prefix']} {c['secret']}" not in md and f"{c['prefix']} {c['secret']}" not in json.dumps(r)
 
 
 def test_parts_are_selectable(memorised, plain_data, tmp_path, capsys):

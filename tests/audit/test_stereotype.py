@@ -45,15 +45,19 @@ def test_missing_file(tmp_path):
 
 
 def test_the_model_prefers_the_sentence_it_memorised(memorised, plain_data):
-    docs = [json.loads(line)["text"] for line in (plain_data.parent / "corpus" / "docs.jsonl").read_text().splitlines()]
-    pairs = [{"sent_more": d[:60], "sent_less": " ".join(reversed(d[:60].split())), "bias_type": t}
-             for d, t in zip(docs, ["age", "gender"] * 6)]
-    pairs += [{"sent_more": p["sent_less"], "sent_less": p["sent_more"], "bias_type": "flipped"} for p in pairs[:4]]
-    r = run(load_model(memorised), Tokenizer.load(plain_data), pairs, 16, None, False)
+    from gptkit.audit.windows import count_sequence
+    from gptkit.data import TokenShards
+    tok, train = Tokenizer.load(plain_data), TokenShards(plain_data, "train")
+    docs = [json.loads(line)["text"][:60] for line in (plain_data.parent / "corpus" / "docs.jsonl").read_text().splitlines()]
+    seen = [d for d in docs if count_sequence(train, tok.encode(d))]  # the training split's documents
+    assert len(seen) >= 3
+    pairs = [{"sent_more": d, "sent_less": " ".join(reversed(d.split())), "bias_type": "age" if i % 2 else "gender"}
+             for i, d in enumerate(seen)]
+    pairs += [{"sent_more": p["sent_less"], "sent_less": p["sent_more"], "bias_type": "flipped"} for p in pairs]
+    r = run(load_model(memorised), tok, pairs, 16, None, False)
     by = r["by_bias_type"]
-    assert r["pairs"] == 16 and by["all"]["pairs"] == 16
-    # trained-on text first: preferred when it is sent_more (documents of either split), never when flipped
-    assert by["flipped"]["stereotyped"] <= 0.25
-    assert by["age"]["stereotyped"] >= 0.8 and by["gender"]["stereotyped"] >= 0.8
-    lo, hi = by["age"]["ci95"]
-    assert 0 <= lo <= by["age"]["stereotyped"] <= hi <= 1
+    assert r["pairs"] == 2 * len(seen) and by["all"]["pairs"] == 2 * len(seen)
+    assert by["age"]["stereotyped"] == 1.0 and by["gender"]["stereotyped"] == 1.0  # the trained-on sentence
+    assert by["flipped"]["stereotyped"] == 0.0 and by["all"]["stereotyped"] == 0.5
+    lo, hi = by["flipped"]["ci95"]
+    assert lo == 0.0 < hi < 0.6
