@@ -8,6 +8,7 @@ as the architecture alone.
 """
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import torch
@@ -15,8 +16,10 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 
+@cache
 def _onednn_linear_dtypes() -> tuple[torch.dtype, ...]:
-    """The dtypes whose CPU inference products go to oneDNN directly (x86-64 only: measured there)."""
+    """The dtypes whose CPU inference products go to oneDNN directly (x86-64 only: measured there);
+    bf16 only where the CPU computes it natively (asked on first use: that may time a product)."""
     import platform
 
     from .device import cpu_has_fast_bf16
@@ -28,8 +31,6 @@ def _onednn_linear_dtypes() -> tuple[torch.dtype, ...]:
         return ()
     return (torch.float32, torch.bfloat16) if cpu_has_fast_bf16() else (torch.float32,)
 
-
-_ONEDNN_DTYPES = _onednn_linear_dtypes()
 
 
 class Linear(nn.Linear):
@@ -72,9 +73,10 @@ class Linear(nn.Linear):
 
 
 def _cpu_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (x.dtype in _ONEDNN_DTYPES and x.device.type == "cpu" and x.dtype == weight.dtype
+    return (x.device.type == "cpu" and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling())  # inductor lowers F.linear itself
+            and not torch.compiler.is_compiling()  # inductor lowers F.linear itself
+            and x.dtype in _onednn_linear_dtypes())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

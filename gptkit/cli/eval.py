@@ -1,4 +1,5 @@
-"""`gptkit eval`: loss, perplexity and bits per byte of a model on prepared data."""
+"""`gptkit eval`: loss, perplexity and bits per byte of a model on prepared data, benchmark tasks
+(gptkit's multiple-choice files or lm-evaluation-harness tasks) and the report card."""
 from __future__ import annotations
 
 import argparse
@@ -15,15 +16,88 @@ from .args import option as _opt
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..data import TokenShards
-    from ..device import autocast_dtype
-    from ..evaluate import evaluate
     from ..hf import load_model
-    for name in ("block_size", "batch_size", "max_batches"):
+    for name in ("block_size", "batch_size", "max_batches", "limit"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise OptionError(name, f"must be >= 1, got {v}")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise OptionError("num_fewshot", f"must be >= 0, got {args.num_fewshot}")
+    if args.data is None and args.tasks is None:
+        raise GptkitError("give --data (loss and bits per byte), --tasks (benchmarks) or both")
+    for flag in ("limit", "num_fewshot"):
+        if getattr(args, flag) is not None and args.tasks is None:
+            raise OptionError(flag, "applies to --tasks, which is not given")
+    specs = _task_specs(args.tasks) if args.tasks else []
+    _check_outputs(args)
     model = load_model(args.model)
+    loss = _data_figures(args, model) if args.data else None
+    results = _task_results(args, model, specs) if specs else {}
+    if args.report:
+        from ..evals.report import build_report, write_report
+        settings = {"dtype": args.dtype, "limit": args.limit, "num_fewshot": args.num_fewshot}
+        md, _ = write_report(args.report, build_report(str(args.model), results, loss, settings))
+        print(f"report card: {md} (and report.json)", file=sys.stderr)
+    if args.output:
+        _write_json(args.output, {"model": str(args.model), "data": loss, "tasks": results})
+    if args.json:
+        print(json.dumps({"model": str(args.model), **({"data": str(args.data), "split": args.split, **loss}
+                                                        if loss else {}), **({"tasks": results} if specs else {})}))
+        return 0
+    if loss:
+        print(f"{args.split} loss {loss['loss']:.4f} nats/token, perplexity {loss['perplexity']:.2f}, "
+              f"bits per byte {loss['bits_per_byte']:.4f} ({loss['eval_tokens']:,} tokens)")
+    if results:
+        from ..evals.run import table
+        print(table(results))
+    return 0
+
+
+def _task_specs(tasks: str) -> list[Any]:
+    from ..evals.run import parse_tasks
+    return parse_tasks(tasks)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--output and --report are checked before the model is scored (nothing is lost at the end)."""
+    for flag, path, is_dir in (("output", args.output, False), ("report", args.report, True)):
+        if not path:
+            continue
+        p = Path(path)
+        if not is_dir and p.is_dir():
+            raise OptionError(flag, f"{path} is a directory; give a file name")
+        if is_dir and p.exists() and not p.is_dir():
+            raise OptionError(flag, f"{path} is a file; give a directory for REPORT.md and report.json")
+        parent = p if is_dir and p.is_dir() else p.parent
+        if parent.exists() and not parent.is_dir() or not parent.exists() and not is_dir:
+            raise OptionError(flag, f"the folder {parent} does not exist")
+
+
+def _write_json(path: str, obj: dict[str, Any]) -> None:
+    from ..evals.report import _finite
+    from ..files import atomic_path
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _task_results(args: argparse.Namespace, model: Any, specs: list[Any]) -> dict[str, Any]:
+    from ..evals.harness import model_tokenizer
+    from ..evals.run import run_tasks
+    if any(s.kind != "jsonl" for s in specs):
+        try:
+            import lm_eval  # noqa: F401
+        except ImportError:
+            raise GptkitError("lm-eval tasks need lm-evaluation-harness: pip install 'gptkit[evals]' "
+                              "(gptkit's own .jsonl task files do not)") from None
+    tok = model_tokenizer(model, str(args.model))
+    return run_tasks(model, tok, specs, batch_size=args.batch_size, dtype=args.dtype, limit=args.limit,
+                     num_fewshot=args.num_fewshot, debug=args.debug)
+
+
+def _data_figures(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    from ..data import TokenShards
+    from ..device import autocast_dtype
+    from ..evaluate import evaluate
     shards = TokenShards(args.data, args.split)
     if shards.num_tokens == 0:
         hint = " (prepared with --val-fraction 0: evaluate with --split train)" if args.split == "val" else ""
@@ -45,12 +119,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     block = min(block, shards.num_tokens - 1)
     amp = autocast_dtype(args.dtype, model.device)
     r = evaluate(model, shards, block, args.batch_size, args.max_batches, amp)
-    if args.json:
-        print(json.dumps({"model": str(args.model), "data": str(args.data), "split": args.split, **r}))
-    else:
-        print(f"{args.split} loss {r['loss']:.4f} nats/token, perplexity {r['perplexity']:.2f}, "
-              f"bits per byte {r['bits_per_byte']:.4f} ({r['eval_tokens']:,} tokens)")
-    return 0
+    return {"data": str(args.data), "split": args.split, **r}
 
 
 def _training_block_size(model: Any) -> int | None:
@@ -66,16 +135,22 @@ def _training_block_size(model: Any) -> int | None:
 @dataclass
 class EvalCommand:
     model: str = _opt(None, "a run directory, a Hugging Face GPT-2 directory or a Hub id", required=True)
-    data: str = _opt(None, "a directory written by `gptkit prepare` (with the model's tokenizer)", required=True)
+    data: str | None = _opt(None, "a directory written by `gptkit prepare` (with the model's tokenizer): loss and bits per byte")
+    tasks: str | None = _opt(None, "benchmarks, comma-separated: lm-eval task names (hellaswag, arc_easy, ...), lm-eval "
+                             ".yaml task files, or gptkit .jsonl files of {context, choices, label}")
+    limit: int | None = _opt(None, "score only the first N questions of each task")
+    num_fewshot: int | None = _opt(None, "examples in each prompt for lm-eval tasks (none: the task's default)")
+    output: str | None = _opt(None, "also write every figure to this JSON file")
+    report: str | None = _opt(None, "write the report card (REPORT.md, report.json) into this directory")
     split: str = _opt("val", "the split to evaluate", choices=["val", "train"])
     block_size: int | None = _opt(None, "tokens per evaluation window (none: the block size the model was trained at, else its context)")
-    batch_size: int = _opt(8, "windows per batch")
+    batch_size: int = _opt(8, "windows (or task continuations) per batch")
     max_batches: int | None = _opt(None, "stop after this many batches (none: the whole split)")
     dtype: str = _opt("auto", DTYPE_HELP, choices=DTYPE_CHOICES)
     json: bool = _opt(False, "print one JSON object instead of a sentence")
 
 
 def register(sub: Any) -> None:
-    ev = sub.add_parser("eval", help="val loss, perplexity and bits per byte of a model on prepared data")
+    ev = sub.add_parser("eval", help="a model's loss and bits per byte on prepared data, benchmark tasks, a report card")
     add_dataclass_args(ev, EvalCommand)
     ev.set_defaults(func=cmd_eval)

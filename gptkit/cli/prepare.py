@@ -33,9 +33,15 @@ def _cache_dir() -> Path:
 def clean_config(args: argparse.Namespace):
     """The cleaning options as a CleanConfig (validated before any work)."""
     from ..data.clean import CleanConfig
+    from ..data.decontam import Decontaminator
     from ..data.filters import Filters, parse_languages
+    decontam = None
+    if args.decontaminate:
+        files = [f for f in args.decontaminate.split(",") if f.strip()]
+        decontam = Decontaminator.from_files(files, args.decontaminate_n, args.decontaminate_mode)
     return CleanConfig(pii=args.pii, dedup=not args.keep_duplicates, threshold=args.dedup_threshold,
-                       filters=Filters(args.min_chars, args.max_non_text, parse_languages(args.languages)))
+                       filters=Filters(args.min_chars, args.max_non_text, parse_languages(args.languages)),
+                       decontaminate=decontam)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -159,6 +165,11 @@ class PrepareCommand:
                                "characters (fraction; 1: off)")
     languages: str | None = _opt(None, "keep only documents in these languages, identified by py3langid "
                                  "(comma-separated ISO 639-1 codes such as en,fr; none: all)")
+    decontaminate: str | None = _opt(None, "evaluation sets (comma-separated .jsonl task files or text files, one "
+                                     "item per line): drop training documents sharing an n-gram of words with any")
+    decontaminate_n: int = _opt(13, "decontamination n-gram length in normalised words (GPT-3's paper used 13)")
+    decontaminate_mode: str = _opt("drop", "drop a contaminated document, or cut the shared spans out of it",
+                                   choices=["drop", "cut"])
     num_shards: int = _opt(1, "prepare only part --shard-index of the input list, out of this many (one per "
                            "machine; combine the parts with --merge)")
     shard_index: int = _opt(0, "the part this machine prepares (0 .. num-shards - 1)")

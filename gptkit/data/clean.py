@@ -3,7 +3,8 @@ keys dedup needs (exact digest, MinHash signature).
 
 Workers clean and hash each piece of text (`clean_piece`, in parallel); the main process adds
 the pieces of a document up (`DocState`) and decides, in input order, whether it is kept
-(`CleanStats.decide`): filters first, then PII `drop`, then exact and near duplicates.
+(`CleanStats.decide`): filters first, then PII `drop`, then evaluation-set n-grams
+(decontamination), then exact and near duplicates.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import numpy as np
 from ..errors import GptkitError
 from . import dedup, pii
 from . import filters as filt
+from .decontam import Decontaminator
 from .dedup import THRESHOLD
 
-REASONS = ("min_chars", "max_non_text", "language", "pii", "exact_duplicate", "near_duplicate")
+REASONS = ("min_chars", "max_non_text", "language", "pii", "exact_duplicate", "near_duplicate", "contaminated")
+EXAMPLES = 5  # shared n-grams the data card shows
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class CleanConfig:
     dedup: bool = True
     threshold: float = THRESHOLD
     filters: filt.Filters = field(default_factory=filt.Filters)
+    decontaminate: Decontaminator | None = None  # evaluation sets' n-grams (prepare --decontaminate)
 
     def __post_init__(self):
         if self.pii not in pii.MODES:
@@ -40,10 +44,13 @@ class CleanConfig:
 
     @property
     def active(self) -> bool:
-        return self.pii != "keep" or self.dedup or self.filters.active
+        return self.pii != "keep" or self.dedup or self.filters.active or self.decontaminate is not None
 
     def describe(self) -> dict:
-        return {"pii": self.pii, "dedup": self.dedup, "dedup_threshold": self.threshold, "filters": self.filters.describe()}
+        d = {"pii": self.pii, "dedup": self.dedup, "dedup_threshold": self.threshold, "filters": self.filters.describe()}
+        if self.decontaminate is not None:
+            d["decontaminate"] = self.decontaminate.describe()
+        return d
 
 
 @dataclass
@@ -54,6 +61,8 @@ class PieceInfo:
     sig: np.ndarray | None = None
     non_text: int = 0
     lang: tuple[str, float] | None = None
+    contaminated: str | None = None  # the first n-gram shared with an evaluation set
+    cut: int = 0  # shared n-grams cut out (--decontaminate-mode cut)
 
 
 _hasher: dedup.MinHasher | None = None
@@ -65,7 +74,13 @@ def clean_piece(text: str, first: bool, config: CleanConfig) -> tuple[str, Piece
     counts: dict[str, int] = {}
     if config.pii != "keep":
         text, counts = pii.scan(text)
-    info = PieceInfo(len(text), counts)
+    contaminated, cut = None, 0
+    if config.decontaminate is not None:
+        if config.decontaminate.mode == "cut":
+            text, cut, contaminated = config.decontaminate.cut(text)
+        else:
+            contaminated = config.decontaminate.first_match(text)
+    info = PieceInfo(len(text), counts, contaminated=contaminated, cut=cut)
     if config.dedup:
         if _hasher is None:
             _hasher = dedup.MinHasher()
@@ -83,7 +98,7 @@ def clean_piece(text: str, first: bool, config: CleanConfig) -> tuple[str, Piece
 class DocState:
     """The pieces of one document, added up in the main process."""
 
-    __slots__ = ("split", "start", "chars", "non_text", "lang", "pii", "digests", "sig", "bytes")
+    __slots__ = ("split", "start", "chars", "non_text", "lang", "pii", "digests", "sig", "bytes", "contaminated", "cut")
 
     def __init__(self, split: str, start: int):
         self.split, self.start = split, start
@@ -92,6 +107,8 @@ class DocState:
         self.pii: dict[str, int] = {}
         self.digests: list[bytes] = []
         self.sig: np.ndarray | None = None
+        self.contaminated: str | None = None
+        self.cut = 0
 
     def add(self, info: PieceInfo | None, nbytes: int) -> None:
         self.bytes += nbytes
@@ -101,6 +118,8 @@ class DocState:
         self.non_text += info.non_text
         if info.lang is not None:
             self.lang = info.lang
+        self.contaminated = self.contaminated or info.contaminated
+        self.cut += info.cut
         for k, v in info.pii.items():
             self.pii[k] = self.pii.get(k, 0) + v
         if info.digest is not None:
@@ -122,6 +141,7 @@ class CleanStats:
     pii_documents: int = 0  # documents with at least one finding
     removed: dict = field(default_factory=lambda: {r: {"documents": 0, "bytes": 0} for r in REASONS})
     cross_split: dict = field(default_factory=lambda: {"exact_duplicate": 0, "near_duplicate": 0})
+    decontam: dict = field(default_factory=lambda: {"cut_ngrams": 0, "cut_documents": 0, "examples": []})
 
     def pre_dedup(self, doc: DocState, config: CleanConfig) -> str | None:
         """Count the document in; the filter or PII reason that removes it, if any."""
@@ -133,6 +153,14 @@ class CleanStats:
         reason = filt.verdict(config.filters, doc.chars, doc.non_text, doc.lang) if config.filters.active else None
         if reason is None and config.pii == "drop" and doc.pii:
             reason = "pii"
+        if doc.contaminated:
+            if len(self.decontam["examples"]) < EXAMPLES:
+                self.decontam["examples"].append(doc.contaminated)
+            if doc.cut:
+                self.decontam["cut_ngrams"] += doc.cut
+                self.decontam["cut_documents"] += 1
+            elif reason is None:
+                reason = "contaminated"
         if reason:
             self.remove(reason, doc.bytes)
         return reason
@@ -161,6 +189,7 @@ class CleanStats:
             "pii_documents": self.pii_documents,
             "removed": {k: dict(v) for k, v in self.removed.items()},
             "cross_split_duplicates": dict(self.cross_split),
+            "decontamination": {**self.decontam, "examples": list(self.decontam["examples"])},
         }
 
     def add_dict(self, d: dict) -> None:
@@ -170,10 +199,15 @@ class CleanStats:
         for k, v in d["pii_found"].items():
             self.pii_found[k] += v
         for k, v in d["removed"].items():
+            self.removed.setdefault(k, {"documents": 0, "bytes": 0})
             self.removed[k]["documents"] += v["documents"]
             self.removed[k]["bytes"] += v["bytes"]
         for k, v in d["cross_split_duplicates"].items():
             self.cross_split[k] += v
+        dc = d.get("decontamination") or {}
+        self.decontam["cut_ngrams"] += dc.get("cut_ngrams", 0)
+        self.decontam["cut_documents"] += dc.get("cut_documents", 0)
+        self.decontam["examples"] = (self.decontam["examples"] + list(dc.get("examples", [])))[:EXAMPLES]
 
 
 # The per-document table a part writes for its merge (documents that passed filters and PII).
@@ -196,6 +230,11 @@ def cleaning_summary(meta: dict) -> str:
         found = sum(c["pii_found"].values())
         verb = "redacted" if meta["cleaning"]["config"]["pii"] == "redact" else f"found ({removed['pii']['documents']:,} documents dropped)"
         parts.append(f"{found:,} PII findings {verb}")
+    dc = meta["cleaning"]["config"].get("decontaminate")
+    if dc:
+        parts.append(f"{removed.get('contaminated', {}).get('documents', 0):,} documents sharing a {dc['n']}-gram with "
+                     "evaluation sets removed" if dc["mode"] == "drop" else
+                     f"{c.get('decontamination', {}).get('cut_ngrams', 0):,} evaluation-set {dc['n']}-grams cut")
     filtered = sum(removed[k]["documents"] for k in ("min_chars", "max_non_text", "language"))
     if filtered:
         parts.append(f"{filtered:,} documents filtered")

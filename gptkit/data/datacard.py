@@ -58,6 +58,7 @@ def build(meta: dict, sources: list[dict], command: str, parts: int | None = Non
             **(config.get("filters") or {}),
             "removed": {k: removed.get(k, {"documents": 0, "bytes": 0}) for k in ("min_chars", "max_non_text", "language")},
         },
+        "decontamination": _decontamination(config, stats, removed),
         "read": {
             "files": meta.get("files"),
             "skipped_binary_files": meta.get("skipped_binary_files", 0),
@@ -153,6 +154,7 @@ def render(card: dict) -> str:
                 f"languages {', '.join(f.get('languages') or []) or 'any'}"]
     lines += [f"Settings: {'; '.join(settings)}.", "", "| filter | documents removed | bytes |", "|---|---:|---:|"]
     lines += [f"| {k} | {_n(v['documents'])} | {_n(v['bytes'])} |" for k, v in f["removed"].items()]
+    lines += _render_decontamination(card.get("decontamination"))
     r = card["read"]
     de = r.get("decode_errors") or {}
     lines += [
@@ -165,6 +167,30 @@ def render(card: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _decontamination(config: dict, stats: dict, removed: dict) -> dict | None:
+    d = config.get("decontaminate")
+    if not d:
+        return None
+    dc = stats.get("decontamination") or {}
+    return {**d, "removed": removed.get("contaminated", {"documents": 0, "bytes": 0}),
+            "cut_ngrams": dc.get("cut_ngrams", 0), "cut_documents": dc.get("cut_documents", 0),
+            "examples": dc.get("examples", [])}
+
+
+def _render_decontamination(d: dict | None) -> list[str]:
+    lines = ["", "## Decontamination", ""]
+    if not d:
+        return lines + ["Off: training documents were not checked against evaluation sets (`--decontaminate`)."]
+    what = (f"{_n(d['removed']['documents'])} documents ({_n(d['removed']['bytes'])} bytes) removed"
+            if d["mode"] == "drop" else f"{_n(d['cut_ngrams'])} shared n-grams cut out of {_n(d['cut_documents'])} documents")
+    lines += [(f"Against {', '.join(d['files'])}: {_n(d['items'])} items, {_n(d['ngrams'])} distinct {d['n']}-grams of "
+              f"normalised words ({_n(d['short_items'])} items shorter than {d['n']} words could not be matched). "
+              f"Mode `{d['mode']}`: {what}.")]
+    if d["examples"]:
+        lines += ["", "Shared n-grams found (first few):", ""] + [f"- `{e}`" for e in d["examples"]]
+    return lines
 
 
 def write(directory: str | os.PathLike, card: dict) -> None:

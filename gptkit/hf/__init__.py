@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ..device import resolve_device
+from ..device import emulated_bf16_note, resolve_device
 from ..errors import GptkitError
 from ..files import atomic_path, write_json
 from ..model import GPT, GPTConfig
@@ -109,9 +109,10 @@ def _load_model(name_or_path: str | os.PathLike, dtype: Any, device: str | torch
     config = _special_ids_in_vocab(config, str(directory / CONFIG_FILE))
     files = weight_files(directory)
     source = str(files[0]) if len(files) == 1 else str(directory)
+    as_stored = target == "auto"
     if target is None:
         target = torch.float32
-    elif target == "auto":
+    elif as_stored:
         target = _declared_dtype(read_config_dict(directory))  # None: the first floating tensor's dtype decides
     device = resolve_device(device)
     raw: dict[str, torch.Tensor] = {}
@@ -130,6 +131,8 @@ def _load_model(name_or_path: str | os.PathLike, dtype: Any, device: str | torch
         model = GPT(config)
     load_state_into(model, sd, source)
     del sd
+    if as_stored and target == torch.bfloat16 and (note := emulated_bf16_note(device)) is not None:
+        warnings.warn(f"{source}: loaded as stored, in bfloat16; {note}: pass dtype='float32'", stacklevel=3)
     return _finish(model, directory)
 
 

@@ -69,6 +69,9 @@ class TrainConfig:
                              "embeddings, norms, biases and the output layer)")
     muon_lr: float | None = _opt(None, "Muon's peak lr with Keller Jordan's scaling (none: --lr, scaled to AdamW's "
                                        "update size)")
+    muon_dtype: str = _choice("auto", ("auto", "float32", "bfloat16"),
+                              "precision of Muon's Newton-Schulz iteration (auto: bfloat16 where the host computes it "
+                              "natively, measured as --dtype auto does; float32 where bf16 is emulated)")
     weight_decay: float = _opt(0.1, "AdamW weight decay of the weight matrices")
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
@@ -152,8 +155,9 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise GptkitError(f"{source}: unknown training option(s) {', '.join(unknown)}")
-        recipe = RECIPES.get(d.get("preset", ""))
-        cfg = cls(**{**(recipe or {}), **d})  # a recipe's values under the ones given
+        preset = d.get("preset", "")
+        recipe = RECIPES.get(preset, {}) if isinstance(preset, str) else {}
+        cfg = cls(**{**recipe_under(recipe, d), **d})  # a recipe's values under the ones given
         cfg._recipe_applied = True
         return cfg
 
@@ -161,11 +165,24 @@ class TrainConfig:
         """A budget recipe (--preset cpu-10min, ...) fills the options still at their defaults
         (TrainConfig.from_dict already put it under the given values)."""
         if self.preset in RECIPES and not getattr(self, "_recipe_applied", False):
-            for k, v in RECIPES[self.preset].items():
-                if getattr(self, k) == _default(k):
-                    setattr(self, k, v)
+            given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != _default(f.name)}
+            for k, v in recipe_under(RECIPES[self.preset], given).items():
+                setattr(self, k, v)
         self._recipe_applied = True
         return self
+
+
+def recipe_under(recipe: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's values that the options given leave standing: each given option overrides its
+    own part, and a part the recipe derived from a given option yields to it too. Its muon_lr is
+    Muon's (gone under --optimizer adamw); its n_positions grows to a longer --block-size."""
+    out = {k: v for k, v in recipe.items() if k not in given}
+    if given.get("optimizer", out.get("optimizer")) != "muon":
+        out.pop("muon_lr", None)
+    block = given.get("block_size")
+    if isinstance(block, int) and isinstance(out.get("n_positions"), int) and block > out["n_positions"]:
+        out["n_positions"] = block
+    return out
 
 
 MODEL_OPTIONS = ("n_kv_head", "position_embedding", "rope_theta", "norm", "mlp", "qk_norm", "tie_embeddings", "zero_init",

@@ -23,7 +23,7 @@ from .. import distributed as distr
 from ..data import TokenShards
 from ..data.batches import rank_batch, step_seed
 from ..data.datacard import copy as copy_datacard
-from ..device import autocast, autocast_dtype
+from ..device import autocast, autocast_dtype, muon_dtype
 from ..distributed import Runtime, setup_runtime
 from ..errors import GptkitError, OptionError
 from ..evals.training import PREFIX as TASK_PREFIX
@@ -135,9 +135,12 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None
         hooks.prepare_model(model)
     amp, why = _precision(model, train_data, cfg, rt, files)
     cfg.dtype = "float32" if amp is None else str(amp).removeprefix("torch.")  # what ran, as resume reads it
+    muon_why = ""
+    if cfg.optimizer == "muon":
+        cfg.muon_dtype, muon_why = _muon_precision(cfg, rt, files)  # what ran, as resume reads it
     runner = _wrap(model, cfg, rt, amp)  # before the optimizer: FSDP replaces the parameters by shards
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
-                               rt.device, cfg.muon_lr)
+                               rt.device, cfg.muon_lr, cfg.muon_dtype)
     if state is not None:
         _restore(files, model, optimizer, cfg, rt, state, hooks)
     start, rows, elapsed0, step_s = 0, [], 0.0, 0.0
@@ -155,7 +158,7 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None
         write_json(files.root / "train_config.json", asdict(cfg))
         copy_datacard(data_dir, files.root)  # the model says what it was trained on
         if cfg.progress:
-            print(banner(model, cfg, rt, why, train_data, val_data, start), file=sys.stderr, flush=True)
+            print(banner(model, cfg, rt, why, train_data, val_data, start, muon_why), file=sys.stderr, flush=True)
     log = Log(cfg, rt, model, start, files)
     t0, stopped_by, val, done = _clock(), "max_iters", {}, start
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
@@ -239,6 +242,17 @@ def _open_data(cfg: TrainConfig, files: RunFiles, rt: Runtime,
     return data_dir, tokenizer, train_data, val_data, state
 
 
+def _resumed(files: RunFiles, cfg: TrainConfig, option: str, choices: tuple[str, ...]) -> str | None:
+    """What `option` resolved to in the run being resumed (its train_config.json), if one of `choices`."""
+    if not cfg.resume or not (files.root / "train_config.json").is_file():
+        return None
+    try:
+        ran = json.loads((files.root / "train_config.json").read_text()).get(option)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return ran if ran in choices else None
+
+
 def _precision(model: GPT, data: TokenShards, cfg: TrainConfig, rt: Runtime,
                files: RunFiles) -> tuple[torch.dtype | None, str]:
     """The autocast dtype (None: fp32) and why. --dtype auto on a CPU with native bf16 times a few
@@ -247,13 +261,9 @@ def _precision(model: GPT, data: TokenShards, cfg: TrainConfig, rt: Runtime,
     the precision its first part measured, so that it continues the same curve."""
     if cfg.dtype != "auto":
         return autocast_dtype(cfg.dtype, rt.device), "as asked"
-    if cfg.resume and (files.root / "train_config.json").is_file():
-        try:
-            ran = json.loads((files.root / "train_config.json").read_text()).get("dtype")
-        except (OSError, ValueError):
-            ran = None
-        if ran in ("float32", "bfloat16", "float16"):
-            return autocast_dtype(ran, rt.device), "auto: as the run being resumed"
+    ran = _resumed(files, cfg, "dtype", ("float32", "bfloat16", "float16"))
+    if ran is not None:
+        return autocast_dtype(ran, rt.device), "auto: as the run being resumed"
     rule = autocast_dtype("auto", rt.device)
     if rule is None or rt.device.type != "cpu" or rt.world_size > 1:
         return rule, "auto: " + ("none faster than float32 on this hardware" if rule is None else
@@ -263,6 +273,19 @@ def _precision(model: GPT, data: TokenShards, cfg: TrainConfig, rt: Runtime,
     name = str(rule).removeprefix("torch.")
     why = f"auto: measured {1e3 * fp32:.0f} ms/step in float32, {1e3 * low:.0f} ms in {name}"
     return (rule, why) if low < fp32 else (None, why)
+
+
+def _muon_precision(cfg: TrainConfig, rt: Runtime, files: RunFiles) -> tuple[str, str]:
+    """Muon's Newton-Schulz precision and why: --muon-dtype auto is bf16 where the host computes it
+    natively (gptkit.device.muon_dtype: the timing --dtype auto reads), else fp32; a resumed run
+    keeps what its first part ran."""
+    if cfg.muon_dtype != "auto":
+        return cfg.muon_dtype, "as asked"
+    ran = _resumed(files, cfg, "muon_dtype", ("float32", "bfloat16"))
+    if ran is not None:
+        return ran, "auto: as the run being resumed"
+    chosen = muon_dtype("auto", rt.device)
+    return chosen, "auto: " + ("native on this hardware" if chosen == "bfloat16" else "bf16 is not native here")
 
 
 def _eval_and_checkpoint(files: RunFiles, model: GPT, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer,

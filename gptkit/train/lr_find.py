@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..data import TokenShards
-from ..device import autocast_dtype
+from ..device import autocast_dtype, muon_dtype
 from ..distributed import Runtime
 from ..errors import GptkitError
 from ..files import atomic_path
@@ -47,7 +47,8 @@ def lr_range_test(model: torch.nn.Module, data: TokenShards, cfg: TrainConfig, s
     device = next(model.parameters()).device
     work = copy.deepcopy(model).train()
     opt = make_optimizer(work, cfg.optimizer, start_lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device,
-                         None if cfg.muon_lr is None else cfg.muon_lr * start_lr / cfg.lr)
+                         None if cfg.muon_lr is None else cfg.muon_lr * start_lr / cfg.lr,
+                         muon_dtype(cfg.muon_dtype, device))
     if optimizer is not None:  # continue from the caller's optimizer statistics, on the copy
         opt.load_state_dict(copy.deepcopy(optimizer.state_dict()))
         opt.gptkit_peaks = [start_lr] * len(opt.param_groups)

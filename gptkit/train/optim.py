@@ -1,7 +1,8 @@
 """Optimizers: AdamW (GPT-2's), or Muon for the hidden 2-D weights with AdamW for the rest.
 
-Muon (torch.optim.Muon) orthogonalises each matrix's momentum with Newton-Schulz steps; it is
-meant for the hidden layers' weight matrices only. Embeddings, the output layer, norms and
+Muon (gptkit.train.muon: torch.optim.Muon's maths, its Newton-Schulz iteration in the precision
+the host computes fastest) orthogonalises each matrix's momentum; it is meant for the hidden
+layers' weight matrices only. Embeddings, the output layer, norms and
 biases stay with AdamW, as in modded-nanogpt. Both are wrapped in one Optimizer, so the trainer,
 checkpoints and lr schedule see a single object with one state dict; every param group keeps its
 peak lr (`gptkit_peaks`) and the schedule scales all of them by the same factor.
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import GptkitError
+from .muon import Muon
 
 OPTIMIZERS = ("adamw", "muon")
 
@@ -36,7 +38,8 @@ class MuonAdamW:
     """Muon on the hidden matrices, AdamW on everything else, behind one Optimizer interface."""
 
     def __init__(self, model: torch.nn.Module, lr: float, muon_lr: float | None, weight_decay: float,
-                 betas: tuple[float, float], momentum: float = 0.95, fused: bool = False) -> None:
+                 betas: tuple[float, float], momentum: float = 0.95, fused: bool = False,
+                 ns_dtype: torch.dtype = torch.bfloat16) -> None:
         muon_params, adam_decay, adam_rest = [], [], []
         for name, p in model.named_parameters():
             if not p.requires_grad:
@@ -52,8 +55,8 @@ class MuonAdamW:
         # "match_rms_adamw" scales Muon's update to AdamW's RMS, so it shares AdamW's lr; an
         # explicit muon_lr uses Keller Jordan's original scaling (lr around 0.02).
         adjust = "match_rms_adamw" if muon_lr is None else "original"
-        self.muon = torch.optim.Muon(muon_params, lr=muon_lr or lr, weight_decay=weight_decay,
-                                     momentum=momentum, adjust_lr_fn=adjust)
+        self.muon = Muon(muon_params, lr=muon_lr or lr, weight_decay=weight_decay, momentum=momentum,
+                         adjust_lr_fn=adjust, ns_dtype=ns_dtype)
         groups = [{"params": adam_decay, "weight_decay": weight_decay},
                   {"params": adam_rest, "weight_decay": 0.0}]
         self.adam = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, fused=fused)
@@ -86,15 +89,19 @@ class MuonAdamW:
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
-                   betas: tuple[float, float], device: torch.device, muon_lr: float | None = None) -> Any:
-    """AdamW over the whole model (matrices decay; biases, norms, embeddings do not), or Muon+AdamW."""
+                   betas: tuple[float, float], device: torch.device, muon_lr: float | None = None,
+                   muon_dtype: str = "bfloat16") -> Any:
+    """AdamW over the whole model (matrices decay; biases, norms, embeddings do not), or Muon+AdamW
+    (Newton-Schulz in `muon_dtype`, "float32" or "bfloat16": see gptkit.device.muon_dtype)."""
     fused = device.type == "cuda"
     if name == "adamw":
         decay, no_decay = param_groups(model, weight_decay)
         opt: Any = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas, fused=fused)
     elif name == "muon":
-        opt = MuonAdamW(model, lr, muon_lr, weight_decay, betas, fused=fused)
+        if muon_dtype not in ("float32", "bfloat16"):
+            raise GptkitError(f"muon_dtype must be float32 or bfloat16 here, got {muon_dtype!r}")
+        opt = MuonAdamW(model, lr, muon_lr, weight_decay, betas, fused=fused, ns_dtype=getattr(torch, muon_dtype))
     else:
         raise GptkitError(f"unknown --optimizer {name!r} (choose from {', '.join(OPTIMIZERS)})")
     opt.gptkit_peaks = [g["lr"] for g in opt.param_groups]  # each group's peak, kept across load_state_dict

@@ -18,8 +18,9 @@ from .speed import flops_per_token, peak_flops
 
 
 def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: TokenShards, val_data: TokenShards,
-           start: int) -> str:
-    """What is about to run, before the first step (as nanoGPT and LitGPT print it)."""
+           start: int, muon_why: str = "") -> str:
+    """What is about to run, before the first step (as nanoGPT and LitGPT print it); `why` says why
+    the compute dtype, `muon_why` why Muon's Newton-Schulz precision."""
     c = model.config
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * rt.world_size
     steps = cfg.max_iters - start
@@ -35,7 +36,7 @@ def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: Toke
         f"tokens/step (batch {cfg.batch_size} x block {cfg.block_size} x accum {cfg.grad_accum}"
         f"{f' x {rt.world_size} ranks' if rt.world_size > 1 else ''})"
         f"{f' = {total / 1e6:,.2f}M tokens' if steps < 10**6 else ''}, peak lr {cfg.lr:g}"),
-        (f"recipe    {cfg.optimizer}{f' (muon lr {cfg.muon_lr:g})' if cfg.muon_lr else ''}, {cfg.schedule} schedule "
+        (f"recipe    {cfg.optimizer}{_muon(cfg, muon_why)}, {cfg.schedule} schedule "
          f"over {'the time budget' if cfg.max_minutes is not None else 'the steps'}; "
          f"{_options(c) or 'GPT-2 architecture'}"),
         (f"data      {train_data.data_dir}: {train_data.num_tokens / 1e6:,.2f}M train tokens"
@@ -44,6 +45,13 @@ def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: Toke
         f"output    {Path(cfg.out)} (model files, checkpoints/, metrics.jsonl, loss.png)",
     ]
     return "\n".join(lines)
+
+
+def _muon(cfg: TrainConfig, why: str) -> str:
+    if cfg.optimizer != "muon":
+        return ""
+    lr = f"muon lr {cfg.muon_lr:g}, " if cfg.muon_lr else ""
+    return f" ({lr}Newton-Schulz in {cfg.muon_dtype}{f': {why}' if why else ''})"
 
 
 def _options(c: GPTConfig) -> str:

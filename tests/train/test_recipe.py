@@ -138,3 +138,17 @@ def test_budget_recipe_fills_only_what_is_not_given():
     assert cfg.lr == 1e-3 and cfg.max_minutes == 10 and cfg.position_embedding == "rope"
     api = TrainConfig(preset="cpu-10min", n_layer=2).apply_recipe()
     assert api.n_layer == 2 and api.mlp == "swiglu"
+
+
+def test_a_recipes_derived_parts_yield_to_the_flags_given():
+    adamw = TrainConfig.from_dict({"preset": "cpu-10min", "optimizer": "adamw"})
+    adamw.validate()  # the recipe's muon_lr is Muon's: it goes with --optimizer adamw
+    assert adamw.optimizer == "adamw" and adamw.muon_lr is None and adamw.n_layer == 6 and adamw.lr == 3e-3
+    with pytest.raises(GptkitError, match="--optimizer is not muon"):  # one the user gave still counts
+        TrainConfig.from_dict({"preset": "cpu-10min", "optimizer": "adamw", "muon_lr": 0.02}).validate()
+    longer = TrainConfig.from_dict({"preset": "cpu-10min", "block_size": 512})
+    longer.validate()  # the recipe's context grows to the block asked for
+    assert longer.n_positions == 512
+    assert TrainConfig.from_dict({"preset": "cpu-10min", "block_size": 64}).n_positions == 128
+    api = TrainConfig(preset="cpu-10min", block_size=512).apply_recipe()
+    assert api.n_positions == 512 and api.muon_lr == 0.02
