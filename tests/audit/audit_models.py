@@ -20,8 +20,7 @@ from gptkit.hf import save_model
 from gptkit.model import GPT, preset_config
 from gptkit.tokenizer import Tokenizer
 
-LR = 1e-2
-MEMORISE_STEPS = 250
+MEMORISE_STEPS = 500  # at lr 3e-3: 97 % of 16-token suffixes back (250 steps: 53 %; lr 1e-2: none)
 CANARY_STEPS = 120
 WORDS = ("alpha beta gamma delta echo fox golf hotel india juliet kilo lima mike november oscar papa quebec "
          "romeo sierra tango").split()
@@ -47,17 +46,17 @@ def make_data(tmp: Path, canaries: int = 0, docs: int = 12, words: int = 40) -> 
     return out
 
 
-def fit(data: Path, out: Path, steps: int, seed: int = 0) -> Path:
+def fit(data: Path, out: Path, steps: int, seed: int = 0, lr: float = 1e-2) -> Path:
     """A tiny GPT trained `steps` AdamW steps on the train split (0: the random initialisation)."""
     torch.manual_seed(seed)
     model = GPT(preset_config("tiny", vocab_size=257, n_positions=128))
     shards = TokenShards(data, "train")
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     model.train()
     for step in range(steps):
         for group in opt.param_groups:  # warm up, then decay linearly to a tenth
-            group["lr"] = LR * min((step + 1) / 10, 1 - 0.9 * step / steps)
+            group["lr"] = lr * min((step + 1) / 10, 1 - 0.9 * step / steps)
         x, y = shards.get_batch(32, 64, g)
         loss = model.loss(x, y)
         loss.backward()
@@ -89,7 +88,7 @@ def canary_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def memorised(tmp_path_factory, plain_data) -> Path:
-    return _once("memorised", tmp_path_factory, lambda t: fit(plain_data, t, steps=MEMORISE_STEPS))
+    return _once("memorised", tmp_path_factory, lambda t: fit(plain_data, t, steps=MEMORISE_STEPS, lr=3e-3))
 
 
 @pytest.fixture(scope="session")
