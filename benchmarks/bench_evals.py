@@ -111,6 +111,7 @@ def speed(args: argparse.Namespace) -> None:
     from gptkit.evals.harness import GptkitLM
     torch.set_num_threads(torch.get_num_threads())
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_evals_"))
+    work.mkdir(parents=True, exist_ok=True)
     n = build_task(work / "task.jsonl", args.questions)
     _yaml(work / "task.jsonl", work / "tasks")
     model = _model_124m(work / "gpt2-124m")
