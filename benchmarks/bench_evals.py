@@ -147,7 +147,7 @@ def demo(args: argparse.Namespace) -> None:
     for minutes in args.minutes:
         out = work / f"cpu-4min-{minutes}min"
         cmd = [sys.executable, "-m", "gptkit", "train", "--preset", "cpu-4min", "--max-minutes", str(minutes),
-               "--eval-tasks", str(task), "--out", str(out), "--overwrite"]
+               "--eval-tasks", str(task), "--out", str(out)]
         print("$", " ".join(cmd[2:]), flush=True)
         subprocess.run(cmd, check=True)
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
