@@ -61,11 +61,23 @@ def run(name: str, overrides: dict, data: str, out: Path, minutes: float, seed: 
     val = TokenShards(data, "val")
     amp = autocast_dtype("float32", model.device)
     whole = evaluate(model, val, cfg.block_size, 16, None, amp)
-    return {"recipe": name, "steps": r.step, "tokens_per_s": round(r.tokens_per_s), "train_minutes": round(wall / 60, 2),
+    return {"recipe": name, "steps": r.step, "tokens_per_s": round(r.tokens_per_s),
+            "median_tokens_per_s": median_tokens_per_s(out), "train_minutes": round(wall / 60, 2),
             "val_loss": round(whole["loss"], 4), "bits_per_byte": round(whole["bits_per_byte"], 4),
             "nats_per_byte": round(whole["bits_per_byte"] * math.log(2), 4), "eval_tokens": whole["eval_tokens"],
             "params": model.num_parameters(), "dtype": cfg.dtype,
             "muon_dtype": cfg.muon_dtype if cfg.optimizer == "muon" else None}
+
+
+def median_tokens_per_s(out: Path) -> int:
+    """The median of the run's logged tokens/s (one figure per --log-interval steps): what the
+    recipe runs at, less the evaluations and a shared machine's slow spells, which the whole run's
+    tokens/s includes."""
+    import statistics
+
+    from gptkit.rundir import read_metrics
+    rates = [r["tokens_per_s"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+    return round(statistics.median(rates)) if rates else 0
 
 
 def host() -> str:
@@ -89,14 +101,17 @@ def summary(results: list[dict], recipe: str, minutes: float) -> list[str]:
     by: dict[str, list[dict]] = {}
     for r in results:
         by.setdefault(r["recipe"], []).append(r)
-    mean = {n: {k: sum(r[k] for r in rs) / len(rs) for k in ("nats_per_byte", "bits_per_byte", "tokens_per_s")}
-            for n, rs in by.items()}
+    keys = ("nats_per_byte", "bits_per_byte", "tokens_per_s", "median_tokens_per_s")
+    mean = {n: {k: sum(r[k] for r in rs) / len(rs) for k in keys} for n, rs in by.items()}
     lines = [f"{n:>16}: {m['nats_per_byte']:.4f} nats/byte ({m['bits_per_byte']:.4f} bits/byte), "
-             f"{m['tokens_per_s']:,.0f} tokens/s (mean of {len(by[n])})" for n, m in mean.items()]
+             f"{m['tokens_per_s']:,.0f} tokens/s over the run, median {m['median_tokens_per_s']:,.0f} "
+             f"(mean of {len(by[n])})" for n, m in mean.items()]
     adamw, base = mean.get(f"{recipe}-adamw"), mean.get("gpt2-recipe")
     if recipe in mean and adamw:
-        lines.append(f"{recipe} / {recipe}-adamw tokens/s: {mean[recipe]['tokens_per_s'] / adamw['tokens_per_s']:.3f}; "
-                     f"nats/byte {mean[recipe]['nats_per_byte'] - adamw['nats_per_byte']:+.4f}")
+        m, w = mean[recipe], adamw
+        lines.append(f"{recipe} / {recipe}-adamw tokens/s: {m['tokens_per_s'] / w['tokens_per_s']:.3f} over the run, "
+                     f"{m['median_tokens_per_s'] / w['median_tokens_per_s']:.3f} median; "
+                     f"nats/byte {m['nats_per_byte'] - w['nats_per_byte']:+.4f}")
     for n in (recipe, f"{recipe}-adamw"):
         if n in mean and base:
             d = mean[n]["nats_per_byte"] - base["nats_per_byte"]
@@ -152,7 +167,8 @@ def main() -> int:
             r = run(name, overrides, data, out / f"{name}-{rep}", a.minutes, seed=1337 + rep)
             results.append(r)
             ns = f", Newton-Schulz in {r['muon_dtype']}" if r["muon_dtype"] else ""
-            print(json.dumps(r) if a.json else f"{name:>16}: {r['steps']:,} steps, {r['tokens_per_s']:,} tok/s, "
+            print(json.dumps(r) if a.json else f"{name:>16}: {r['steps']:,} steps, {r['tokens_per_s']:,} tok/s "
+                  f"(median {r['median_tokens_per_s']:,}), "
                   f"val {r['nats_per_byte']:.4f} nats/byte, {r['bits_per_byte']:.4f} bits/byte over the whole val "
                   f"split ({r['eval_tokens']:,} tokens), {r['params']:,} parameters, {r['dtype']}{ns}", flush=True)
     if not a.json:
