@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
+from gptkit.chat.tokens import added_tokens_config, check_specials, read_added_tokens
 from gptkit.errors import GptkitError, OptionError
 from gptkit.files import write_text
 
@@ -78,7 +79,8 @@ class Tokenizer:
 
     eot_token = EOT
 
-    def __init__(self, kind: str, ranks: dict[bytes, int], merges: list[tuple[bytes, bytes]]):
+    def __init__(self, kind: str, ranks: dict[bytes, int], merges: list[tuple[bytes, bytes]],
+                 specials: Iterable[str] = (), chat_template: str | None = None):
         if sorted(ranks.values()) != list(range(len(ranks))):
             raise GptkitError(f"{kind} tokenizer: token ids are not 0..{len(ranks) - 1}")
         missing = [b for b in range(256) if bytes([b]) not in ranks]
@@ -88,12 +90,16 @@ class Tokenizer:
         self.ranks = ranks
         self.merges = merges
         self.eot_id = len(ranks)
-        self.vocab_size = len(ranks) + 1
+        # control tokens after <|endoftext|> (a chat template's, e.g. <|im_start|>): see gptkit.chat.tokens
+        self.specials = check_specials(tuple(specials), ranks, kind)
+        self.special_ids = {EOT: self.eot_id, **{t: self.eot_id + 1 + i for i, t in enumerate(self.specials)}}
+        self.chat_template = chat_template
+        self.vocab_size = len(ranks) + 1 + len(self.specials)
         self._enc = tiktoken.Encoding(
             f"gptkit-{kind}-{self.vocab_size}",
             pat_str=GPT2_PATTERN,
             mergeable_ranks=ranks,
-            special_tokens={EOT: self.eot_id},
+            special_tokens=self.special_ids,
             explicit_n_vocab=self.vocab_size,
         )
 
@@ -109,18 +115,25 @@ class Tokenizer:
             h = hashlib.sha256()
             for token in sorted(self.ranks, key=self.ranks.__getitem__):
                 h.update(len(token).to_bytes(2, "little") + token)
+            for special in self.specials:  # none: the fingerprint of a tokenizer without control tokens
+                h.update(b"\xff\xff" + special.encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
     def __reduce__(self):
         # Pickle the data, not tiktoken's Rust object (for spawn-based worker pools).
-        return (Tokenizer, (self.kind, self.ranks, self.merges))
+        return (Tokenizer, (self.kind, self.ranks, self.merges, self.specials, self.chat_template))
 
     # -- encoding and decoding ---------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text`; "<|endoftext|>" inside it is plain text, never `eot_id`."""
         return self._enc.encode_ordinary(text)
+
+    def encode_special(self, text: str) -> list[int]:
+        """Ids of `text` where "<|endoftext|>" and the control tokens are those tokens (as transformers
+        encodes a rendered chat template); the text between them is encoded as `encode` does."""
+        return self._enc.encode(text, allowed_special="all")
 
     def encode_array(self, text: str) -> np.ndarray:
         """`encode` as a uint32 array, straight from tiktoken's buffer (no Python list)."""
@@ -139,8 +152,12 @@ class Tokenizer:
         skip_special_tokens=True (as in transformers) leaves end-of-text out: the left padding of a
         batched `generate`'s shorter rows, and the end-of-text a row finished with."""
         if skip_special_tokens:
-            ids = [i for i in (int(i) for i in ids) if i != self.eot_id]
+            ids = [i for i in (int(i) for i in ids) if not self.eot_id <= i < self.vocab_size]
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, ids: Iterable[int]) -> list[bytes]:
+        """The bytes of each id, one entry per id (a control token's are its text's UTF-8)."""
+        return self._enc.decode_tokens_bytes([int(i) for i in ids])
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         ids = [int(i) for i in ids]  # also accepts tensors and numpy arrays
@@ -168,6 +185,7 @@ class Tokenizer:
             "model_max_length": MODEL_MAX_LENGTH,
             "add_prefix_space": False,
             "gptkit_kind": self.kind,
+            **added_tokens_config(self.specials, self.eot_id, self.chat_template),
         }
         special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
         write_text(directory / "vocab.json", json.dumps(vocab, ensure_ascii=False))
@@ -190,7 +208,8 @@ class Tokenizer:
         if kind not in KINDS:  # not written by gptkit: check that tiktoken will agree with HF
             _check_canonical(ranks, merges, directory / "merges.txt")
             kind = "gpt2" if len(ranks) == 50256 else "bpe"
-        return cls(kind, ranks, merges)
+        specials, template = read_added_tokens(config, len(ranks), str(config_path))
+        return cls(kind, ranks, merges, specials, template)
 
 
 def _read_json(path: Path):

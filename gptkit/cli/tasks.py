@@ -177,8 +177,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 @dataclass
 class FinetuneOptions:
-    task: str = field(default="custom", metadata={"help": "summarize | translate | custom (custom needs --template)",
-                                                  "choices": ("summarize", "translate", "custom")})
+    task: str = field(default="custom", metadata={"help": "summarize | translate | custom (custom needs --template) | "
+                                                          "chat (--data: conversations, see gptkit/chat/data.py)",
+                                                  "choices": ("summarize", "translate", "custom", "chat")})
+    strict: bool = field(default=False, metadata={"help": "chat: refuse the first bad conversation, or one whose first "
+                                                          "reply does not fit --block-size (default: count and skip)"})
+    mix: str | None = field(default=None, metadata={"help": "chat: DIR:RATIO, a share of the training rows taken from "
+                                                            "pretraining text (a prepared data directory), e.g. "
+                                                            "data/pretrain:0.2"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of every weight"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator (scale = alpha / r)"})
@@ -204,6 +210,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise GptkitError("--init-from is required: the model to fine-tune (run dir, HF directory or Hub id)")
     cfg = TrainConfig.from_dict(tvals, source="flags")
     ft = {k: getattr(args, k) for k in FinetuneOptions.__dataclass_fields__}
+    if args.task == "chat":
+        return _finetune_chat(cfg, args, ft)
+    if ft.pop("strict"):
+        raise GptkitError("--strict is for --task chat (task examples are always checked strictly)")
+    if ft.pop("mix"):
+        raise GptkitError("--mix is for --task chat")
     if args.task == "custom" and not args.template:
         raise GptkitError("--task custom needs --template FILE")
     template = _template(args.task if args.task != "custom" else "summarize", args)
@@ -213,6 +225,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if result is None:  # not rank 0
         return 0
     print(result.summary)
+    return 0
+
+
+def _finetune_chat(cfg: Any, args: argparse.Namespace, ft: dict[str, Any]) -> int:
+    from ..chat.sft import finetune_chat
+    if args.template:
+        raise GptkitError("--template is a task prompt template; a chat model's template is its tokenizer's "
+                          "(ChatML's is added where it has none)")
+    ft.pop("task")
+    result = finetune_chat(cfg, split=dict(val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                                           seed=args.split_seed), **ft)
+    if result is not None:
+        print(result.summary)
     return 0
 
 

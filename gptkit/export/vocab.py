@@ -64,8 +64,9 @@ def gguf_vocab(tokenizer: Any, n_vocab: int) -> Vocab:
     tokens = [""] * tokenizer.eot_id
     for token, i in ranks.items():
         tokens[i] = _to_str(token)
-    tokens.append(EOT)
-    types = [TokenType.NORMAL] * tokenizer.eot_id + [TokenType.CONTROL]
+    specials = list(getattr(tokenizer, "specials", ()))  # a chat model's <|im_start|>, <|im_end|>
+    tokens += [EOT, *specials]
+    types = [TokenType.NORMAL] * tokenizer.eot_id + [TokenType.CONTROL] * (1 + len(specials))
     for i in range(len(tokens), n_vocab):
         tokens.append(f"[PAD{i}]")
         types.append(TokenType.UNUSED)

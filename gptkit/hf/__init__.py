@@ -227,7 +227,18 @@ def save_model(model: GPT, directory: str | os.PathLike, tokenizer: Any = None) 
     write_json(directory / CONFIG_FILE, family.config_to_hf(model.config, model.dtype))
     if tokenizer is not None:
         tokenizer.save(directory)
+        _write_generation_config(directory, tokenizer)
     return directory
+
+
+def _write_generation_config(directory: Path, tokenizer: Any) -> None:
+    """A chat model's generation_config.json: transformers' generate (and its pipelines) then stop a
+    reply at the end-of-turn token as well as at end-of-text."""
+    from ..chat.template import end_of_turn
+    eos = end_of_turn(tokenizer)
+    if len(eos) > 1:
+        write_json(directory / "generation_config.json", {"bos_token_id": tokenizer.eot_id, "eos_token_id": eos,
+                                                          "pad_token_id": tokenizer.eot_id})
 
 
 def hf_state(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

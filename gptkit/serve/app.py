@@ -493,7 +493,9 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         check_model(r.model)
         if chat_template is None:
             raise APIError(400, f"the model {opts.model_name!r} has no chat template, so it cannot chat: use "
-                           "/v1/completions, or start the server with --chat-template FILE (a Jinja template)",
+                           "/v1/completions; to add one, fine-tune it on conversations with `gptkit finetune --task chat` "
+                           "(which adds ChatML's tokens and template), or start the server with --chat-template FILE "
+                           "(a Jinja template)",
                            param="messages", code="no_chat_template")
         messages = []
         for m in r.messages:

@@ -33,10 +33,10 @@ class ChatTemplate:
             raise GptkitError(f"{where}: the chat template does not compile: {e}") from None
         self.source, self.where = source, where
 
-    def render(self, messages: list[dict[str, Any]]) -> str:
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
         from jinja2 import TemplateError as JinjaError
         try:
-            return self.template.render(messages=messages, add_generation_prompt=True,
+            return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                         bos_token=EOT, eos_token=EOT)
         except TemplateError:
             raise
@@ -79,8 +79,11 @@ def _read(path: Path) -> str:
 
 
 def encode_chat(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a rendered chat: the end-of-text marker the template writes is the real
-    end-of-text token (as transformers encodes special tokens in a template); the rest is text."""
+    """Token ids of a rendered chat: the end-of-text marker and control tokens (<|im_start|>, ...)
+    the template writes are those tokens (as transformers encodes special tokens in a template);
+    the rest is text."""
+    if hasattr(tokenizer, "encode_special"):  # gptkit's: <|endoftext|> and its control tokens
+        return tokenizer.encode_special(text)
     eot = getattr(tokenizer, "eot_id", None)
     if eot is None:
         return tokenizer.encode(text)

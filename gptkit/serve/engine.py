@@ -185,6 +185,9 @@ class Engine:
         if eos is None:
             eos = getattr(tokenizer, "eot_id", None)
         self.eos = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+        turn_end = getattr(tokenizer, "special_ids", {}).get("<|im_end|>")  # a chat model's end of turn
+        if turn_end is not None:
+            self.eos.add(turn_end)
         self.cache = SlotCache(model, max_batch, self.n_ctx)
         self.rows: list[Sequence] = []
         self.queue: collections.deque[Request] = collections.deque()

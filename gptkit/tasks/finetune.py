@@ -52,6 +52,11 @@ class Encoded:
     ids: list[int]  # prompt + completion + end-of-text
     n_prompt: int  # the first n_prompt tokens are the prompt (no loss on predicting them)
     origin: str = ""
+    mask: list[bool] | None = None  # which ids are learned, where not just those after n_prompt (chat turns)
+
+    @property
+    def n_learned(self) -> int:
+        return sum(self.mask) if self.mask is not None else len(self.ids) - self.n_prompt
 
 
 def encode_example(ex: Example, template: Template, tokenizer: Any, max_tokens: int, on_long: str = "error",
@@ -110,7 +115,16 @@ def make_xy(rows: Sequence[Encoded], pad: int, max_len: int | None = None) -> tu
         x[i, :n] = ids[:-1]
         y[i, :n] = ids[1:]
         y[i, :max(r.n_prompt - 1, 0)] = IGNORE  # predicting prompt tokens: not learned
+        if r.mask is not None:  # y[j] predicts ids[j + 1]: learned only where that id is
+            y[i, :n][~torch.tensor(r.mask[1:n + 1], dtype=torch.bool)] = IGNORE
     return x, y
+
+
+def _learned_bytes(r: Encoded, tokenizer: Any) -> int:
+    """The bytes of the text a row learns, each end-of-text or control token counted as one."""
+    ids = [t for j, t in enumerate(r.ids) if (r.mask[j] if r.mask is not None else j >= r.n_prompt)]
+    text = [t for t in ids if t < tokenizer.eot_id]
+    return len(tokenizer.decode(text).encode()) + len(ids) - len(text)
 
 
 class TaskBatches:
@@ -123,8 +137,8 @@ class TaskBatches:
         self.rows, self.split, self.pad, self.seed = list(rows), split, pad, seed
         self.data_dir = "task examples"  # named in the trainer's banner
         self.rows_per_step = rows_per_step
-        self.num_tokens = sum(len(r.ids) - r.n_prompt for r in self.rows)  # the tokens that are scored
-        self.num_bytes = (sum(len(tokenizer.decode(r.ids[r.n_prompt:-1]).encode()) + 1 for r in self.rows)
+        self.num_tokens = sum(r.n_learned for r in self.rows)  # the tokens that are scored
+        self.num_bytes = (sum(_learned_bytes(r, tokenizer) for r in self.rows)
                           if tokenizer is not None else self.num_tokens)
         self._epochs: dict[int, np.ndarray] = {}
 
@@ -407,18 +421,9 @@ def _base_model(init_from: str, lora_r: int | None) -> Path:
     return directory
 
 
-def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[str, Any] | None = None,
-             fields: dict[str, Any] | None = None, on_long: str = "error", lora: bool = False, lora_r: int = 8,
-             lora_alpha: float = 16.0, lora_dropout: float = 0.0, merge: bool = False, patience: int | None = None,
-             score_examples: int = 200, score_max_new_tokens: int = 64) -> FinetuneResult | None:
-    """Fine-tune cfg.init_from on the (source, target) file cfg.data with gptkit's trainer.
-
-    The test split is never read; validation examples give the val loss and the task score.
-    Returns None on ranks other than 0."""
-    from gptkit import load_tokenizer
-    from gptkit.train import train
-
-    from .data import read_examples, split_examples
+def check_options(cfg: Any, *, lora: bool, lora_r: int, lora_alpha: float, lora_dropout: float, merge: bool,
+                  patience: int | None, score_examples: int) -> None:
+    """The fine-tuning options, checked before anything is read."""
     if not cfg.init_from:
         raise GptkitError("--init-from is required: the model to fine-tune")
     if merge and not lora:
@@ -430,9 +435,24 @@ def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[
         raise GptkitError(f"--score-examples must be >= 0, got {score_examples}")
     if score_examples == 0 and patience is not None:
         raise GptkitError("--patience counts evaluations without a better task score: it needs --score-examples >= 1")
+    cfg.validate()
+
+
+def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[str, Any] | None = None,
+             fields: dict[str, Any] | None = None, on_long: str = "error", lora: bool = False, lora_r: int = 8,
+             lora_alpha: float = 16.0, lora_dropout: float = 0.0, merge: bool = False, patience: int | None = None,
+             score_examples: int = 200, score_max_new_tokens: int = 64) -> FinetuneResult | None:
+    """Fine-tune cfg.init_from on the (source, target) file cfg.data with gptkit's trainer.
+
+    The test split is never read; validation examples give the val loss and the task score.
+    Returns None on ranks other than 0."""
+    from gptkit import load_tokenizer
+
+    from .data import read_examples, split_examples
     if on_long not in ("error", "truncate"):
         raise GptkitError(f"--on-long must be error or truncate, got {on_long!r}")
-    cfg.validate()
+    check_options(cfg, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, merge=merge,
+                  patience=patience, score_examples=score_examples)
     from gptkit.train.resume import check_run_dir
     check_run_dir(Path(cfg.out), cfg.resume, [cfg.data, cfg.init_from])  # before any example is read
     split = {"val_fraction": 0.05, "test_fraction": 0.05, "seed": 0, **(split or {})}
@@ -448,14 +468,25 @@ def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[
     if (cut or skipped or vcut or vskipped) and rank == 0:
         print(f"gptkit: warning: {cut + vcut} source(s) cut to fit --block-size {cfg.block_size}, "
               f"{skipped + vskipped} example(s) skipped (their target alone does not fit)", file=sys.stderr)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     hooks = TaskHooks(task=task, template=template, tokenizer=tokenizer, train_rows=train_rows, val_rows=val_rows,
-                      val_examples=splits["val"], seed=cfg.seed, rows_per_step=cfg.batch_size * cfg.grad_accum * world,
-                      lora=dict(r=lora_r, alpha=lora_alpha, dropout=lora_dropout) if lora else None,
+                      val_examples=splits["val"], **hook_options(cfg, lora, lora_r, lora_alpha, lora_dropout),
                       score_examples=score_examples, max_new_tokens=score_max_new_tokens, patience=patience,
-                      base=str(cfg.init_from), source=f"{cfg.data} ({len(train_rows):,} train / {len(val_rows):,} val examples)")
+                      source=f"{cfg.data} ({len(train_rows):,} train / {len(val_rows):,} val examples)")
+    return run_finetune(cfg, hooks, merge)
+
+
+def hook_options(cfg: Any, lora: bool, lora_r: int, lora_alpha: float, lora_dropout: float) -> dict[str, Any]:
+    """TaskHooks' fields that come from the trainer's config and the LoRA flags."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return dict(seed=cfg.seed, rows_per_step=cfg.batch_size * cfg.grad_accum * world, base=str(cfg.init_from),
+                lora=dict(r=lora_r, alpha=lora_alpha, dropout=lora_dropout) if lora else None)
+
+
+def run_finetune(cfg: Any, hooks: TaskHooks, merge: bool) -> FinetuneResult | None:
+    """Train with the hooks; with merge, copy the best (else last) merged model to out/merged."""
+    from gptkit.train import train
     result = train(cfg, hooks=hooks)
-    if rank != 0:
+    if int(os.environ.get("RANK", "0")) != 0:
         return None
     out = Path(cfg.out)
     merged = None

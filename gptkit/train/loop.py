@@ -66,6 +66,9 @@ def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
         return GPT(model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id))
     model = load_model(cfg.init_from)
     theirs = model.tokenizer
+    if _adds_control_tokens(theirs, tokenizer) and model.config.vocab_size == theirs.vocab_size:
+        from ..chat.template import grow_vocab  # e.g. chat fine-tuning's ChatML tokens: new rows, old ones kept
+        grow_vocab(model, tokenizer.vocab_size)
     if model.config.vocab_size != tokenizer.vocab_size or (theirs is not None and theirs.ranks != tokenizer.ranks):
         raise GptkitError(f"--init-from {cfg.init_from} uses a different tokenizer than the data "
                           f"({model.config.vocab_size} vs {tokenizer.vocab_size} tokens); prepare the data "
@@ -73,6 +76,12 @@ def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
     if cfg.dropout:
         model.config.dropout = cfg.dropout
     return model.train()
+
+def _adds_control_tokens(theirs: Tokenizer | None, ours: Tokenizer) -> bool:
+    """Whether `ours` is the model's tokenizer with control tokens added after its own."""
+    return (theirs is not None and theirs.ranks == ours.ranks and len(ours.specials) > len(theirs.specials)
+            and ours.specials[:len(theirs.specials)] == theirs.specials)
+
 
 @dataclass
 class TrainResult:

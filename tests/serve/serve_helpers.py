@@ -99,6 +99,32 @@ def chat_dir(tmp_path_factory) -> Path:
     return save_tiny(tmp_path_factory.mktemp("serve") / "tiny-chat", chat=True)
 
 
+def save_chatml(directory: Path, n_positions: int = 256) -> Path:
+    """A tiny gptkit chat model: bytes tokenizer + ChatML's tokens and template, embeddings grown."""
+    from gptkit.chat.template import make_chat_ready
+    from gptkit.hf import save_model
+    from gptkit.model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
+                          bos_token_id=256, eos_token_id=256))
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(8)
+    tok = make_chat_ready(model, bytes_tokenizer())
+    return save_model(model, directory, tok)
+
+
+@pytest.fixture(scope="session")
+def chatml_dir(tmp_path_factory) -> Path:
+    return save_chatml(tmp_path_factory.mktemp("serve") / "tiny-chatml")
+
+
+@pytest.fixture(scope="module")
+def chatml_server(chatml_dir):
+    s = start_server(chatml_dir, model_name="chatml", max_batch=4)
+    yield s
+    s.stop()
+
+
 @pytest.fixture(scope="session")
 def reference(tiny_dir):
     """A second copy of the served weights, for computing expected answers in the test thread."""

@@ -105,3 +105,40 @@ def test_playground_refuses_max_tokens_below_one(browser, server, value):
     assert "at least 1" in page.inner_text("#error")
     assert sent == [] and page.inner_text("#stats") == ""
     page.close()
+
+
+def test_playground_chat_view_two_turns_and_reset(browser, chatml_server):
+    """A chat model opens in the chat view: the second turn's request carries the first turn (and
+    the system prompt), the replies stream into the transcript, Reset forgets them."""
+    s = chatml_server
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    bodies = []
+    page.on("request", lambda req: bodies.append(req.post_data_json) if req.url.endswith("/v1/chat/completions")
+            else None)
+    page.goto(s.url + "/")
+    assert page.input_value("#mode") == "chat" and page.is_visible("#chat-log") and not page.is_visible("#output")
+    page.fill("#system", "Be brief.")
+    page.fill("#temperature", "0")
+    page.fill("#max_tokens", "12")
+
+    def send(text: str, turns: int) -> str:
+        page.fill("#prompt", text)
+        page.click("#go")
+        page.wait_for_function(f"document.querySelectorAll('#chat-log .turn').length === {turns}")
+        page.wait_for_function("document.querySelector('#go').disabled === false", timeout=30000)
+        return page.locator("#chat-log .turn.assistant .content").last.inner_text()
+
+    first = send("Hello", 2)
+    assert first and page.inner_text("#error") == "" and page.input_value("#prompt") == ""
+    send("And then?", 4)
+    assert bodies[1]["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
+                                     {"role": "assistant", "content": first},
+                                     {"role": "user", "content": "And then?"}]
+    assert bodies[1]["stream"] is True
+    page.screenshot(path=str(artifacts() / "playground-chat.png"), full_page=True)
+    page.click("#reset")
+    assert page.locator("#chat-log .turn").count() == 0
+    page.fill("#stop_at", "zz")
+    send("Again", 2)
+    assert [m["role"] for m in bodies[2]["messages"]] == ["system", "user"] and bodies[2]["stop"] == ["zz"]
+    page.close()
