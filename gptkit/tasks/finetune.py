@@ -145,11 +145,6 @@ class TaskBatches:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def epochs(self, steps: int, rows_per_step: int) -> float:
-        """Passes over the examples in `steps` steps of `rows_per_step` examples (a step is examples,
-        padded to their longest, not a block of tokens: tokens per step say nothing here)."""
-        return steps * rows_per_step / len(self.rows)
-
     def _epoch(self, e: int, G: int) -> np.ndarray:
         """(steps, G) example indices of epoch e."""
         key = (e, G)
@@ -429,12 +424,10 @@ def check_options(cfg: Any, *, lora: bool, lora_r: int, lora_alpha: float, lora_
     if merge and not lora:
         raise GptkitError("--merge merges LoRA adapters: it needs --lora (full fine-tuning writes plain weights)")
     check_lora(lora_r, lora_alpha, lora_dropout)
-    if patience is not None and patience < 1:
-        raise GptkitError(f"--patience must be >= 1, got {patience}")
+    if patience is not None and (patience < 1 or score_examples == 0):  # it counts evaluations without a better score
+        raise GptkitError(f"--patience must be >= 1, with --score-examples >= 1; got {patience}")
     if score_examples < 0:
         raise GptkitError(f"--score-examples must be >= 0, got {score_examples}")
-    if score_examples == 0 and patience is not None:
-        raise GptkitError("--patience counts evaluations without a better task score: it needs --score-examples >= 1")
     cfg.validate()
 
 

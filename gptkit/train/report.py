@@ -50,8 +50,8 @@ def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: Toke
 def _epochs(data: Any, steps: int, tokens: int, cfg: TrainConfig, rt: Runtime) -> float:
     """Passes over the training data in `steps`: token windows over tokens, or (task examples,
     finetune) examples per step over examples."""
-    if hasattr(data, "epochs"):
-        return data.epochs(steps, cfg.batch_size * cfg.grad_accum * rt.world_size)
+    if hasattr(data, "rows"):  # a step is examples padded to their longest, not a block of tokens
+        return steps * cfg.batch_size * cfg.grad_accum * rt.world_size / max(len(data.rows), 1)
     return tokens / max(data.num_tokens, 1)
 
 
