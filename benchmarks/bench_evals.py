@@ -10,7 +10,8 @@ downloaded), scored through lm-evaluation-harness by lm-eval's own `hf` model an
 model on the same files and the same local YAML task, in one run: seconds, questions/s, the ratio,
 and whether the accuracies and per-choice log-likelihoods agree.
 
-demo: `gptkit train --preset cpu-4min` (the `make run` model) and the same recipe trained longer,
+demo: `gptkit train --preset cpu-4min` (the `make run` model), scored on which line of code comes
+next among four (nextline_mc) or on the docstring task (docstring_mc), and the same recipe trained longer,
 each with `--eval-tasks` on the task, so that the accuracy at every evaluation lands in
 metrics.jsonl and loss.png beside the loss.
 """
@@ -59,6 +60,45 @@ def _functions(package: str) -> list[tuple[str, str]]:
             indent = " " * (len(lines[node.body[0].lineno - 1]) - len(lines[node.body[0].lineno - 1].lstrip()))
             out.append((f"{head}\n{indent}\"\"\"", first))
     return out
+
+
+def _next_lines(package: str, rng: random.Random, per_file: int = 3) -> list[tuple[str, str, list[str]]]:
+    """(up to 8 lines of code, the next line without its indentation, 3 other lines of the same
+    file) from an installed package. The context ends with the next line's indentation less one
+    space, which the scorer's " " delimiter completes: every choice is read at that indentation."""
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    out = []
+    for path in sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.py")):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (UnicodeDecodeError, OSError):
+            continue
+        good = [i for i, ln in enumerate(lines) if i >= 8 and len(ln.strip()) >= 12 and ln.startswith("    ")
+                and not ln.strip().startswith("#")]
+        pool = sorted({lines[i].strip() for i in good})
+        if len(pool) < 8:
+            continue
+        for i in rng.sample(good, min(per_file, len(good))):
+            line = lines[i]
+            indent = line[:len(line) - len(line.lstrip())]
+            wrong = rng.sample([w for w in pool if w != line.strip()], 3)
+            out.append(("\n".join(lines[i - 8:i]) + "\n" + indent[:-1], line.strip(), wrong))
+    return out
+
+
+def build_nextline_task(path: Path, questions: int, seed: int = 0) -> int:
+    """A JSONL of {context, choices, label}: pick a line of code that comes next among four."""
+    rng = random.Random(seed)
+    items = [it for p in PACKAGES for it in _next_lines(p, rng)]
+    rows = []
+    for ctx, right, wrong in rng.sample(items, min(questions, len(items))):
+        label = rng.randrange(4)
+        rows.append({"context": ctx, "choices": wrong[:label] + [right] + wrong[label:], "label": label})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return len(rows)
 
 
 def build_task(path: Path, questions: int, seed: int = 0) -> int:
@@ -141,8 +181,8 @@ def speed(args: argparse.Namespace) -> None:
 def demo(args: argparse.Namespace) -> None:
     work = Path(args.work or "runs/bench_evals")
     work.mkdir(parents=True, exist_ok=True)
-    task = work / "docstring_mc.jsonl"
-    n = build_task(task, args.questions)
+    task = work / f"{args.task}.jsonl"
+    n = (build_task if args.task == "docstring_mc" else build_nextline_task)(task, args.questions)
     print(f"task: {task} ({n} questions, 4 choices, chance 0.25)")
     for minutes in args.minutes:
         out = work / f"cpu-4min-{minutes}min"
@@ -151,9 +191,9 @@ def demo(args: argparse.Namespace) -> None:
         print("$", " ".join(cmd[2:]), flush=True)
         subprocess.run(cmd, check=True)
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        accs = [(r["step"], r[k]) for r in rows for k in r if k.endswith("docstring_mc/acc_norm")]
+        accs = [(r["step"], r[k]) for r in rows for k in r if k.endswith(f"{args.task}/acc")]
         if accs:
-            print(f"{minutes} min: acc_norm by step " + ", ".join(f"{s}: {a:.3f}" for s, a in accs[:: max(len(accs) // 8, 1)])
+            print(f"{minutes} min: {args.task} acc by step " + ", ".join(f"{s}: {a:.3f}" for s, a in accs[:: max(len(accs) // 8, 1)])
                   + f" ... final {accs[-1][1]:.3f} (step {accs[-1][0]}); plot: {out / 'loss.png'}")
 
 
@@ -168,6 +208,7 @@ def main() -> None:
     d = sub.add_parser("demo")
     d.add_argument("--minutes", type=float, nargs="+", default=[4, 10])
     d.add_argument("--questions", type=int, default=500)
+    d.add_argument("--task", default="nextline_mc", choices=["nextline_mc", "docstring_mc"])
     d.add_argument("--work", default=None)
     args = p.parse_args()
     speed(args) if args.what == "speed" else demo(args)
