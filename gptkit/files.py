@@ -4,6 +4,7 @@ new one, never half of one."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -25,9 +26,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            yield Path(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk, say: the line names the file, not a temporary or nothing
+            if e.filename is not None and e.filename != tmp:
+                raise
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        except RuntimeError as e:  # torch.save reports a failed write so
+            if "write" not in str(e):
+                raise
+            raise OSError(errno.EIO, f"cannot write ({e}; is the disk full?)", str(path)) from None
         os.chmod(tmp, 0o666 & ~_umask)  # mkstemp makes 0600 files; models are shared like any file
         os.replace(tmp, path)
     finally:

@@ -282,7 +282,8 @@ def prepare(
                           "--tokenizer bpe) and pass its data directory as --tokenizer")
     num_workers = num_workers or os.cpu_count() or 1
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, inputs, overwrite)
+    tok_dir = [tokenizer] if isinstance(tokenizer, (str, os.PathLike)) and str(tokenizer) not in ("gpt2", "bytes", "bpe") else []
+    out_dir = check_out_dir(out_dir, [*inputs, *tok_dir], overwrite)
     files = _list_files(inputs, exclude=out_dir, hf_split=hf_split)
     if not files:
         raise GptkitError(f"no readable files in {', '.join(map(str, inputs))}")
@@ -298,6 +299,9 @@ def prepare(
             tok = tokenizer
         elif tokenizer == "bpe":
             tok = _train_on(files, field, on_decode_error, vocab_size, total_disk, progress, clean)
+            if tok.vocab_size < vocab_size:  # the terminal says so, not only the data card
+                warnings.warn(f"--vocab-size {vocab_size:,}: the BPE ran out of pairs to merge at {tok.vocab_size:,} "
+                              "ids, so the vocabulary has that many; more text gives a larger one", stacklevel=2)
         else:
             tok = load_tokenizer(tokenizer)
         record = _canaries.make(canaries, canary_digits, canary_seed) if canaries else None
