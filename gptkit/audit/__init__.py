@@ -61,6 +61,9 @@ def resolve_parts(cfg: AuditConfig, has_canaries: bool) -> list[str]:
     return [p for p in PARTS if p in cfg.parts]
 
 
+OUTPUTS = ("AUDIT.md", "audit.json", "exposure.png", "extraction.png", "membership.png")
+
+
 def check(cfg: AuditConfig) -> None:
     for name in ("windows", "suffix_tokens", "mi_tokens", "samples", "sample_tokens", "canary_samples",
                  "exact_limit", "batch_size"):
@@ -71,6 +74,9 @@ def check(cfg: AuditConfig) -> None:
         _positive("prompt_tokens", k)
     if cfg.mi_tokens < 2:
         raise OptionError("mi_tokens", f"must be >= 2 (a context token and a scored one), got {cfg.mi_tokens}")
+    from ..outputs import output_dir  # the writing rule every command follows, before any work
+    output_dir(cfg.out, "out", inputs=[cfg.model, cfg.data, cfg.pairs], ours=lambda e: e.name in OUTPUTS,
+               what="audit")
 
 
 def load(cfg: AuditConfig):

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_path
+from ..outputs import png_metadata
 
 
 def _pct(x) -> str:
@@ -111,7 +112,7 @@ def _stereotype(s: dict) -> list[str]:
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, metadata=png_metadata())
     plt.close(fig)
 
 

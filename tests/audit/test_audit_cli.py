@@ -66,6 +66,8 @@ def other_tokenizer_data(tmp_path_factory):
     ("part", "unknown part 'canary'"),
     ("prompt_tokens", "--prompt-tokens"),
     ("context", "past the model's context"),
+    ("out_foreign", "already holds pairs.csv, which gptkit did not write there"),
+    ("out_is_data", "holds the input"),
 ])
 def test_bad_input_is_one_clear_line(case, pattern, memorised, plain_data, other_tokenizer_data, tmp_path,
                                      monkeypatch, capsys):
@@ -83,6 +85,8 @@ def test_bad_input_is_one_clear_line(case, pattern, memorised, plain_data, other
         "part": [*base, "--parts", "canary"],
         "prompt_tokens": [*base, "--prompt-tokens", "8,x"],
         "context": [*base, "--prompt-tokens", "120", "--suffix-tokens", "32"],
+        "out_foreign": [*base[:-3], "--out", ".", "-q"],  # a user's folder: the writing rule of every command
+        "out_is_data": [*base[:-3], "--out", str(plain_data.parent), "-q"],
     }[case]
     before = snapshot(ws)
     code, _, err = run_cli(argv, capsys)
