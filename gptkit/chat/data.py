@@ -144,10 +144,10 @@ def _hub_records(source: str, split: str) -> Iterator[tuple[str, Any]]:
         import datasets
     except ImportError:
         raise GptkitError("hf: data needs the datasets package: pip install 'gptkit[data]'") from None
-    spec = source[len(HUB_PREFIX):]
-    repo, _, config = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
+    from gptkit.data.formats import hub_spec
+    repo, config = hub_spec(source)
     try:
-        ds = datasets.load_dataset(repo, config or None, split=split)
+        ds = datasets.load_dataset(repo, config, split=split)
     except Exception as e:  # datasets raises many types for "not found", "offline", "no such split"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GptkitError(f"{source}: cannot load this dataset ({type(e).__name__}: {msg})") from None
