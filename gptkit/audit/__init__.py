@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +98,7 @@ def load(cfg: AuditConfig):
 def audit(cfg: AuditConfig) -> dict:
     from ..data import canaries as planted
     from ..device import autocast_dtype
-    from ..files import write_json, write_text
+    from ..files import finite, write_json, write_text
     from . import report
     t0 = time.time()
     check(cfg)
@@ -161,7 +160,7 @@ def audit(cfg: AuditConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     res["plots"] = report.plots(res, scores, out)
-    write_json(out / "audit.json", _finite(res))
+    write_json(out / "audit.json", finite(res))
     write_text(out / "AUDIT.md", report.render(res))
     return res
 
@@ -182,14 +181,3 @@ def _windows(shards, length: int, n: int, rng, notes: list[str], part: str) -> n
         notes.append(f"{part}: the {shards.split} split has {len(w):,} windows of {length} tokens, fewer than "
                      f"the {n:,} asked")
     return w
-
-
-def _finite(x):
-    """NaN and infinities as null: audit.json is strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x

@@ -72,10 +72,9 @@ def _check_outputs(args: argparse.Namespace, specs: list[Any]) -> None:
 
 
 def _write_json(path: str, obj: dict[str, Any]) -> None:
-    from ..evals.report import _finite
-    from ..files import atomic_path
+    from ..files import atomic_path, finite
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(finite(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def _task_results(args: argparse.Namespace, model: Any, specs: list[Any]) -> dict[str, Any]:
