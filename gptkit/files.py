@@ -4,7 +4,9 @@ new one, never half of one."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import re
 import tempfile
@@ -25,9 +27,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            yield Path(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk, say: the line names the file, not a temporary or nothing
+            if e.filename is not None and e.filename != tmp:
+                raise
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        except RuntimeError as e:  # torch.save reports a failed write so
+            if "write" not in str(e):
+                raise
+            raise OSError(errno.EIO, f"cannot write ({e}; is the disk full?)", str(path)) from None
         os.chmod(tmp, 0o666 & ~_umask)  # mkstemp makes 0600 files; models are shared like any file
         os.replace(tmp, path)
     finally:
@@ -38,6 +49,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def finite(x: Any) -> Any:
+    """x with NaN and infinities as None, through dicts, lists and tuples: strict JSON has neither."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:

@@ -18,6 +18,7 @@ from .files import (
 )
 from .hf import save_model
 from .model import GPT
+from .outputs import png_metadata
 from .tokenizer import Tokenizer
 
 TRAIN_STATE_FILE = "train_state.pt"
@@ -57,11 +58,15 @@ class RunFiles:
         tmp = self.staging(step)
         for d in ((final,) if begun else (tmp, final)):
             _rmtree(d)
-        save_model(model, tmp, tokenizer)
-        save_train_state(tmp, state)
-        if extra is not None:
-            extra(tmp)
-        os.replace(tmp, final)
+        try:
+            save_model(model, tmp, tokenizer)
+            save_train_state(tmp, state)
+            if extra is not None:
+                extra(tmp)
+            os.replace(tmp, final)
+        except BaseException:  # a full disk, Ctrl-C: no half checkpoint left (the last one stays)
+            _rmtree(tmp)
+            raise
         link_tmp = self.ckpts / ".last.tmp"
         _unlink(link_tmp)
         os.symlink(final.name, link_tmp)
@@ -152,7 +157,7 @@ def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
     ax_lr.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, metadata=png_metadata())
     plt.close(fig)
 
 

@@ -100,3 +100,18 @@ def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
     hf = build_random_gpt2(path)
     return hf, load_model(path)
+
+
+def save_tiny_bytes_gpt(directory):
+    """A random 2-layer, 48-wide gptkit GPT with the bytes tokenizer, saved (the fine-tuning tests' base)."""
+    import torch
+
+    from gptkit import GPT, GPTConfig
+    from gptkit.hf import save_model
+    from gptkit.tokenizer import bytes_tokenizer
+    tok = bytes_tokenizer()
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size, n_positions=128, n_layer=2, n_head=2, n_embd=48,
+                      eos_token_id=tok.eot_id, bos_token_id=tok.eot_id))
+    save_model(m, directory, tok)
+    return directory

@@ -144,10 +144,10 @@ def _hub_records(source: str, split: str) -> Iterator[tuple[str, Any]]:
         import datasets
     except ImportError:
         raise GptkitError("hf: data needs the datasets package: pip install 'gptkit[data]'") from None
-    spec = source[len(HUB_PREFIX):]
-    repo, _, config = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
+    from gptkit.data.formats import hub_spec
+    repo, config = hub_spec(source)
     try:
-        ds = datasets.load_dataset(repo, config or None, split=split)
+        ds = datasets.load_dataset(repo, config, split=split)
     except Exception as e:  # datasets raises many types for "not found", "offline", "no such split"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GptkitError(f"{source}: cannot load this dataset ({type(e).__name__}: {msg})") from None
@@ -180,12 +180,6 @@ def read_conversations(source: str | os.PathLike, strict: bool = False, format: 
 
 def split_conversations(convs: list[Conversation], val_fraction: float, test_fraction: float,
                         seed: int) -> dict[str, list[Conversation]]:
-    """{"train", "val", "test"} by a hash of each conversation's key (tasks.data.split_of)."""
-    from gptkit.tasks.data import SPLITS, split_of
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise GptkitError(f"val and test fractions must be in [0, 1) and sum below 1, got {val_fraction} "
-                          f"and {test_fraction}")
-    out: dict[str, list[Conversation]] = {s: [] for s in SPLITS}
-    for c in convs:
-        out[split_of(c.key, val_fraction, test_fraction, seed)].append(c)
-    return out
+    """{"train", "val", "test"} by a hash of each conversation's key, as task examples are split."""
+    from gptkit.tasks.data import split_examples
+    return split_examples(convs, val_fraction, test_fraction, seed)  # type: ignore[arg-type]

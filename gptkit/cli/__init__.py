@@ -1,4 +1,4 @@
-"""`gptkit prepare | train | eval | generate | chat | lr-find | sweep | summarize | translate | finetune | score | serve | export`: a thin layer over the Python API.
+"""`gptkit prepare | train | eval | generate | chat | lr-find | sweep | summarize | translate | finetune | score | serve | export | audit`: a thin layer over the Python API.
 
 Each command is a module here with `register(subparsers)`; COMMANDS lists them in --help order.
 Bad input is one line on stderr ("gptkit: error: ...") and exit status 2; --debug shows the
@@ -12,10 +12,10 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import GptkitError, OptionError
-from . import chat, export, generate, prepare, recipe, serve, tasks, train
+from . import audit, chat, export, generate, prepare, recipe, serve, tasks, train
 from . import eval as eval_cmd
 
-COMMANDS = [prepare, train, eval_cmd, generate, chat, recipe, tasks, serve, export]
+COMMANDS = [prepare, train, eval_cmd, generate, chat, recipe, tasks, serve, export, audit]
 
 
 class Parser(argparse.ArgumentParser):

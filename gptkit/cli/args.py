@@ -156,3 +156,34 @@ def load_config_file(path: str, flag: str = "--config") -> dict[str, Any]:
     if not isinstance(d, dict):
         raise GptkitError(f"{flag} {p}: expected an object of option names and values, got a {type(d).__name__}")
     return d
+
+
+def command_options(cls: type, args: argparse.Namespace, base: dict[str, Any], source: str) -> None:
+    """A command's own options (cls: its dataclass, added with suppress=True) onto `args`: the flag
+    where the user typed one, else the --config file's value (taken out of `base`, type-checked), else
+    the default. A config file so takes every name the command's flags take."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "config":
+            if f.name in base:
+                raise GptkitError(f"{source}: config cannot name another config file")
+            setattr(args, f.name, getattr(args, f.name, None))
+            continue
+        if f.name in base:
+            value = base.pop(f.name)
+            if f.name not in vars(args):
+                _check_type(f.name, value, hints[f.name], source)
+                setattr(args, f.name, value)
+        elif f.name not in vars(args):
+            setattr(args, f.name, _default(f))
+
+
+def _check_type(name: str, value: Any, tp: Any, source: str) -> None:
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+    base = _base_type(tp)
+    if value is None and optional:
+        return
+    ok = isinstance(value, base) and not (base is int and isinstance(value, bool))
+    if not ok:
+        want = {int: "a whole number", bool: "true or false", str: "a string", float: "a number"}.get(base, base.__name__)
+        raise GptkitError(f"{source}: {name} must be {want}, got {value!r}")

@@ -29,7 +29,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None and args.tasks is None:
             raise OptionError(flag, "applies to --tasks, which is not given")
     specs = _task_specs(args.tasks) if args.tasks else []
-    _check_outputs(args)
+    _check_outputs(args, specs)
     model = load_model(args.model)
     loss = _data_figures(args, model) if args.data else None
     results = _task_results(args, model, specs) if specs else {}
@@ -58,26 +58,23 @@ def _task_specs(tasks: str) -> list[Any]:
     return parse_tasks(tasks)
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """--output and --report are checked before the model is scored (nothing is lost at the end)."""
-    for flag, path, is_dir in (("output", args.output, False), ("report", args.report, True)):
-        if not path:
-            continue
-        p = Path(path)
-        if not is_dir and p.is_dir():
-            raise OptionError(flag, f"{path} is a directory; give a file name")
-        if is_dir and p.exists() and not p.is_dir():
-            raise OptionError(flag, f"{path} is a file; give a directory for REPORT.md and report.json")
-        parent = p if is_dir and p.is_dir() else p.parent
-        if parent.exists() and not parent.is_dir() or not parent.exists() and not is_dir:
-            raise OptionError(flag, f"the folder {parent} does not exist")
+def _check_outputs(args: argparse.Namespace, specs: list[Any]) -> None:
+    """--output and --report follow the writing rule of every command (gptkit/outputs.py), checked
+    before the model is scored: never an input, never a file or directory gptkit did not write."""
+    from ..outputs import is_json_with, output_dir, output_file
+    inputs = [args.model, args.data, *(s.path for s in specs if s.path is not None)]
+    if args.output:
+        output_file(args.output, "output", inputs=inputs, ours=lambda p: is_json_with(p, "model", "tasks"),
+                    what="results file")
+    if args.report:
+        output_dir(args.report, "report", inputs=inputs, ours=lambda e: e.name in ("REPORT.md", "report.json"),
+                   what="report card")
 
 
 def _write_json(path: str, obj: dict[str, Any]) -> None:
-    from ..evals.report import _finite
-    from ..files import atomic_path
+    from ..files import atomic_path, finite
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(finite(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def _task_results(args: argparse.Namespace, model: Any, specs: list[Any]) -> dict[str, Any]:

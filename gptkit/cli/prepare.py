@@ -51,6 +51,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise OptionError("workers", f"must be >= 1 (default: all cores), got {args.workers}")
     with warnings_as_lines():
         if args.merge:
+            if args.canaries:
+                raise OptionError("canaries", "are planted by prepare, not by --merge: plant them in a one-machine prepare")
             from ..data.merge import merge
             meta = merge(args.inputs, args.out, overwrite=args.overwrite, progress=not args.quiet)
         else:
@@ -60,7 +62,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                            field=args.field, val_fraction=args.val_fraction, seed=args.seed,
                            num_workers=args.workers, on_decode_error=args.on_decode_error,
                            overwrite=args.overwrite, progress=not args.quiet, clean=clean,
-                           hf_split=args.hf_split, num_shards=args.num_shards, shard_index=args.shard_index)
+                           hf_split=args.hf_split, num_shards=args.num_shards, shard_index=args.shard_index,
+                           canaries=args.canaries, canary_digits=args.canary_digits)
     print(format_summary(meta, time.time() - t0))
     return 0
 
@@ -170,6 +173,9 @@ class PrepareCommand:
     num_shards: int = _opt(1, "prepare only part --shard-index of the input list, out of this many (one per "
                            "machine; combine the parts with --merge)")
     shard_index: int = _opt(0, "the part this machine prepares (0 .. num-shards - 1)")
+    canaries: int = _opt(0, "plant this many random secrets in the training split, repeated 1, 4, 16 or 64 times, "
+                         "for `gptkit audit` (recorded in meta.json, never in the data card; 0: none)")
+    canary_digits: int = _opt(6, "digits of each canary's secret (10**digits candidates)")
     merge: bool = _opt(False, "the inputs are part directories: combine them into --out, deduplicating across parts")
     overwrite: bool = _opt(False, "replace an existing data directory")
     quiet: bool = _opt(False, "no progress output", flags=["-q"])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .args import add_dataclass_args, from_args
+from .args import add_dataclass_args, command_options, from_args
 from .args import option as _opt
 from .prepare import STDLIB_TOKENIZER, STDLIB_VOCAB, corpus_data_dir, stdlib_data_dir
 
@@ -59,7 +59,9 @@ def _data(args: argparse.Namespace, progress: bool) -> str:
 def _base_config(args: argparse.Namespace) -> dict[str, Any]:
     from ..train import TrainConfig
     from .args import load_config_file
+    args.config = getattr(args, "config", None)
     base = load_config_file(args.config) if args.config else {}
+    command_options(DataOptions, args, base, args.config or "flags")  # data, tokenizer, vocab_size, quiet
     return from_args(TrainConfig, args, base)
 
 
@@ -68,6 +70,9 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from ..train.lr_find import lr_find
     opts = LRFindOptions(**{k: v for k, v in vars(args).items() if k in LRFindOptions.__dataclass_fields__})
     values = _base_config(args)
+    from ..outputs import is_gptkit_png, output_file
+    output_file(opts.plot, "plot", inputs=[args.data, values.get("init_from"), args.config], ours=is_gptkit_png,
+                what="plot")  # before any data is prepared
     values.update(data=_data(args, not args.quiet), progress=False)
     cfg = TrainConfig.from_dict(values, source=args.config or "flags")
     r = lr_find(cfg, opts.plot, opts.start_lr, opts.end_lr, opts.steps)
@@ -82,6 +87,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from ..train.sweep import sweep
     opts = SweepOptions(**{k: v for k, v in vars(args).items() if k in SweepOptions.__dataclass_fields__})
     values = _base_config(args)
+    from ..train.sweep import check_sweep_out
+    check_sweep_out(opts.out, [args.data, values.get("init_from"), opts.space, args.config])  # before data prep
     values.update(data=_data(args, not args.quiet))
     result = sweep(values, opts.out, opts.budget_minutes, opts.trials, opts.space, opts.sampler_seed,
                    progress=not args.quiet, config_source=args.config or "flags")
@@ -93,7 +100,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, skip: tuple[str, ...]) -> None:
     from ..train import TrainConfig
-    add_dataclass_args(p, DataOptions)
+    add_dataclass_args(p, DataOptions, suppress=True)
     add_dataclass_args(p, TrainConfig, skip=skip, suppress=True)
 
 

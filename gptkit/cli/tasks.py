@@ -129,8 +129,11 @@ def _shots(args: argparse.Namespace, template: Any) -> list[Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .. import load_model
-    from ..tasks.run import read_outputs, run_task
+    from ..tasks.run import check_out, read_outputs, run_task
     task = args.command
+    inputs = [args.data, args.input, args.shots_from, args.template]
+    if args.out:
+        check_out(args.out, inputs)  # before the model is loaded
     template = _template(task, args)
     examples = _examples(args, need_target=False)
     shots = _shots(args, template)
@@ -157,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_task(model, tok, examples, template, out, generation=gen, shots=shots,
                            batch_size=args.batch_size, on_long=args.on_long, overwrite=args.overwrite,
                            progress=args.progress and not printing,
-                           settings={"model": str(args.model), "dtype": args.dtype})
+                           settings={"model": str(args.model), "dtype": args.dtype}, inputs=inputs)
     for w in caught:
         print(f"gptkit: warning: {w.message}", file=sys.stderr)
     if printing:
@@ -242,12 +245,17 @@ def _finetune_chat(cfg: Any, args: argparse.Namespace, ft: dict[str, Any]) -> in
 
 def cmd_score(args: argparse.Namespace) -> int:
     from ..tasks.report import score_report
+    out = None
+    if args.out is not None:
+        from ..outputs import is_json_with, output_file
+        out = output_file(args.out, "out", inputs=[args.outputs, args.against], what="score report",
+                          ours=lambda p: is_json_with(p, "outputs", "task", "metrics", "systems"))
     report = score_report(args.outputs, task=args.task, against=args.against, baselines=args.baselines,
                           metrics=args.metrics.split(",") if args.metrics else None, lead_words=args.lead_words,
                           n_samples=args.bootstrap, seed=args.bootstrap_seed)
-    if args.out:
+    if out is not None:
         from ..files import write_text
-        write_text(Path(args.out), json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+        write_text(out, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:

@@ -9,14 +9,17 @@ from typing import Any
 
 from ..errors import OptionError
 from ..tokenizer import MIN_BPE_VOCAB
-from .args import add_dataclass_args, from_args, load_config_file
+from .args import add_dataclass_args, command_options, from_args, load_config_file
 from .args import option as _opt
 from .prepare import STDLIB_PROMPTS, STDLIB_TOKENIZER, STDLIB_VOCAB, corpus_data_dir, stdlib_data_dir
 
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
     from ..train import TrainConfig
+    args.config = getattr(args, "config", None)
     base = load_config_file(args.config) if args.config else {}
+    command_options(TrainCommand, args, base, args.config or "flags")  # data, tokenizer, samples, quiet, ...
+    args.out_given = "out" in vars(args) or "out" in base  # a config's out is the user's choice too
     values = from_args(TrainConfig, argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "progress"}), base)
     if args.data is not None:
         values["data"] = args.data
@@ -66,13 +69,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         from ..data.corpus import _list_files
         if not _list_files([cfg.data]):
             raise OptionError("data", f"{cfg.data} holds no text files (.txt, .md, .py, .jsonl, or .gz of those)")
-    if "out" in vars(args) or cfg.resume:
-        check_run_dir(Path(cfg.out), cfg.resume)
+    if args.out_given or cfg.resume:
+        check_run_dir(Path(cfg.out), cfg.resume, [cfg.data, cfg.init_from])
     if embedded:
         cfg.data = str(stdlib_data_dir(progress=cfg.progress))
     elif raw:
         cfg.data = str(corpus_data_dir(Path(cfg.data), args.tokenizer, vocab, progress=cfg.progress))
-    if "out" not in vars(args) and not cfg.resume and "RANK" not in os.environ:
+    if not args.out_given and not cfg.resume and "RANK" not in os.environ:
         cfg.out = str(_fresh_run_dir(Path(cfg.out)))  # no --out: never collide with an earlier run
     result = train(cfg)
     if os.environ.get("RANK", "0") != "0":
@@ -117,6 +120,6 @@ def register(sub: Any) -> None:
     from ..train import TrainConfig
     tr = sub.add_parser("train", help="train a GPT (no --data: the Python standard library corpus)",
                         description="Train a GPT. Every option below is also a key of --config files.")
-    add_dataclass_args(tr, TrainCommand)
+    add_dataclass_args(tr, TrainCommand, suppress=True)
     add_dataclass_args(tr, TrainConfig, skip=("data", "progress"), suppress=True)
     tr.set_defaults(func=cmd_train)

@@ -66,6 +66,10 @@ def build(meta: dict, sources: list[dict], command: str, parts: int | None = Non
             "decode_errors": meta.get("decode_errors", {}),
         },
     }
+    if meta.get("canaries"):  # how many, never the secrets: the card travels with the model
+        items = meta["canaries"]["items"]
+        card["canaries"] = {"planted": len(items), "copies": sum(c["repeats"] for c in items),
+                            "space": meta["canaries"]["space"]}
     if parts:
         card["parts"] = parts
     if meta.get("val_note"):
@@ -110,6 +114,11 @@ def render(card: dict) -> str:
     lines += [f"| {s} | {_n(v['documents'])} | {_n(v['tokens'])} | {_n(v['bytes'])} |" for s, v in card["splits"].items()]
     if card.get("val_note"):
         lines += ["", f"Note: {card['val_note']}."]
+    if card.get("canaries"):
+        c = card["canaries"]
+        lines += ["", (f"Canaries: {_n(c['planted'])} random secrets ({_n(c['copies'])} copies, before cleaning) were "
+                       "planted in the training split for `gptkit audit`; what they are is recorded in meta.json only. "
+                       "A model trained on this data is for auditing, not for release.")]
     d, p, f = card["dedup"], card["pii"], card["filters"]
     lines += ["", "## Deduplication", ""]
     if d["enabled"]:

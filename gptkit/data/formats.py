@@ -108,6 +108,13 @@ def arrow_docs(path: Path, field: str, stats) -> Iterator[tuple[str, str, int]]:
         raise GptkitError(f"{path}: not a readable datasets Arrow file ({e})") from None
 
 
+def hub_spec(name: str) -> tuple[str, str | None]:
+    """(repo or local path, config or None) of `hf:owner/name[:config]`; a local path is taken whole."""
+    spec = name[len(HUB_PREFIX):]
+    repo, _, config = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
+    return repo, config or None
+
+
 def hub_docs(name: str, field: str, split: str, stats) -> Iterator[tuple[str, str, int]]:
     """A Hub dataset id (or a local dataset directory/script path) streamed by `datasets`:
     `hf:owner/name` or `hf:owner/name:config`; rows are fetched as they are encoded."""
@@ -115,10 +122,9 @@ def hub_docs(name: str, field: str, split: str, stats) -> Iterator[tuple[str, st
         import datasets
     except ImportError:
         raise GptkitError("hf: inputs need the datasets package: pip install 'gptkit[data]'") from None
-    spec = name[len(HUB_PREFIX):]
-    repo, _, config = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
+    repo, config = hub_spec(name)
     try:
-        ds = datasets.load_dataset(repo, config or None, split=split, streaming=True)
+        ds = datasets.load_dataset(repo, config, split=split, streaming=True)
 
         def batches():
             for batch in ds.iter(batch_size=ROWS_PER_BATCH):

@@ -138,7 +138,7 @@ def merge(parts: list[str | os.PathLike], out_dir: str | os.PathLike, overwrite:
     """Combine part directories into `out_dir` (see the module doc); return its meta."""
     parts = [Path(p) for p in parts]
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, parts, overwrite)
+    out_dir = check_out_dir(out_dir, parts, overwrite)
     metas = check_parts(parts)
     m0 = metas[0][1]
     command = command if command is not None else datacard.command_line()

@@ -13,30 +13,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import OptionError
-from ..files import check_parent_dirs, remove_stale
+from ..files import remove_stale
+from ..outputs import output_dir
 from ..tokenizer import TOKENIZER_FILES
 from .clean import cleaning_summary
 from .shards import FORMAT, PART_FORMAT
 
 
-def check_out_dir(out_dir: Path, inputs: list, overwrite: bool) -> None:
+def check_out_dir(out_dir: Path, inputs: list, overwrite: bool) -> Path:
     """--out must be a new or empty directory, or (with --overwrite) a data directory gptkit made that
-    holds nothing else and none of the inputs: never a directory of the user's own files."""
+    holds nothing else and none of the inputs: never a directory of the user's own files. Returns
+    the directory to write (a symlink's target: the link is kept)."""
     if not str(out_dir):
         raise OptionError("out", "is empty; name the data directory to write")
-    check_parent_dirs(out_dir, "out")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OptionError("out", f"{out_dir} exists and is not a directory")
-    here, target = Path.cwd().resolve(), out_dir.resolve()
-    if target == here or target in here.parents:
-        raise OptionError("out", f"{out_dir} is the current directory (or holds it); write the data to a new directory")
-    for item in inputs:
-        src = Path(item).resolve()
-        if src == target or target in src.parents:
-            raise OptionError("out", f"{out_dir} holds the input {item}; gptkit never writes over its inputs: "
-                              "choose another --out")
+    out_dir = output_dir(out_dir, "out", inputs=inputs, ours=lambda p: True, what="data",
+                         whole=True)  # the rules all share
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
-        return
+        return out_dir
     if not overwrite:
         raise OptionError("out", f"{out_dir} already exists and is not empty (--overwrite replaces a data "
                           "directory made by `gptkit prepare`)")
@@ -55,6 +48,7 @@ def check_out_dir(out_dir: Path, inputs: list, overwrite: bool) -> None:
         raise OptionError("out", f"{out_dir} holds {foreign[0]}"
                           f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}, which `gptkit prepare` "
                           "did not write: --overwrite replaces only what gptkit made; move it away or choose another --out")
+    return out_dir
 
 
 @contextmanager

@@ -156,7 +156,22 @@ _HEX_RUN = re.compile(r"[0-9A-Fa-f:.]*")
 
 
 def scan(text: str) -> tuple[str, dict[str, int]]:
-    """(text with each finding replaced by its placeholder, count per kind found).
+    """(text with each finding replaced by its placeholder, count per kind found)."""
+    found = find(text)
+    if not found:
+        return text, {}
+    counts: dict[str, int] = {}
+    out, pos = [], 0
+    for start, end, replacement, kind in found:
+        out += (text[pos:start], replacement)
+        pos = end
+        counts[kind] = counts.get(kind, 0) + 1
+    out.append(text[pos:])
+    return "".join(out), counts
+
+
+def find(text: str) -> list[tuple[int, int, str, str]]:
+    """Every finding as (start, end, placeholder, kind), in text order, never overlapping.
 
     Cheap scans find the few places worth a look (an "@", a run of digits, a known key prefix);
     the precise patterns run only there, so clean text costs about one pass per kind.
@@ -208,13 +223,4 @@ def scan(text: str) -> tuple[str, dict[str, int]]:
             covered = _HEX_RUN.match(text, c.start()).end()
             for m in _IPV6.finditer(text, max(0, c.start() - 5), min(len(text), covered + 1)):
                 add(m.start(), m.end(), _ipv6(m, text), "IP_ADDRESS")
-    if not found:
-        return text, {}
-    counts: dict[str, int] = {}
-    out, pos = [], 0
-    for start, end, replacement, kind in found:
-        out += (text[pos:start], replacement)
-        pos = end
-        counts[kind] = counts.get(kind, 0) + 1
-    out.append(text[pos:])
-    return "".join(out), counts
+    return found

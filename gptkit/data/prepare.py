@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..errors import GptkitError, OptionError
 from ..tokenizer import MIN_BPE_VOCAB, Tokenizer, load_tokenizer, train_bpe
+from . import canaries as _canaries
 from . import datacard
 from .clean import CleanConfig, CleanStats, DocState, clean_piece, docs_dtype
 from .corpus import ReadStats, Source, _as_list, _check_policy, _iter_pieces, _list_files, check_input_size, text_bytes
@@ -177,8 +178,8 @@ def _batches(pieces: Iterator[tuple], seed: int, val_fraction: float) -> Iterato
     """Group pieces into ~BATCH_CHARS tasks of (text, split, is_first, is_last, disk_bytes)."""
     batch, size, split = [], 0, "train"
     for text, file_index, doc, first, last, disk in pieces:
-        if first:
-            split = "val" if _is_val(seed, file_index, doc, val_fraction) else "train"
+        if first:  # a canary (file_index -1) always goes to train
+            split = "val" if file_index >= 0 and _is_val(seed, file_index, doc, val_fraction) else "train"
         batch.append((text, split, first, last, disk))
         size += len(text)
         if size >= BATCH_CHARS:
@@ -233,6 +234,9 @@ def prepare(
     num_shards: int = 1,
     shard_index: int = 0,
     command: str | None = None,
+    canaries: int = 0,
+    canary_digits: int = 6,
+    canary_seed: int | None = None,
 ) -> dict:
     """Tokenize `inputs` into a data directory of shards; return its meta.
 
@@ -245,6 +249,8 @@ def prepare(
     of one document gives val the last `val_fraction` of its tokens instead (both splits then
     count that one document).
     With num_shards > 1, prepare part `shard_index` only (merge the parts with `merge`).
+    canaries: plant this many random secrets of `canary_digits` digits in train (canaries.py),
+    recorded in meta.json; canary_seed makes them reproducible (None: system randomness).
     Everything is built in a hidden temp dir beside `out_dir` and renamed into place at the end.
     """
     inputs = _as_list(inputs)
@@ -268,12 +274,16 @@ def prepare(
         raise GptkitError(f"--num-shards must be a positive integer, got {num_shards!r}")
     if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
         raise GptkitError(f"--shard-index must be in [0, {num_shards}), got {shard_index!r}")
+    _canaries.check(canaries, canary_digits)
+    if canaries and num_shards > 1:
+        raise OptionError("canaries", "are planted by a one-machine prepare: leave out --num-shards (or --canaries)")
     if num_shards > 1 and tokenizer == "bpe":
         raise GptkitError("--num-shards needs one tokenizer for all parts: train the BPE once (gptkit prepare ... "
                           "--tokenizer bpe) and pass its data directory as --tokenizer")
     num_workers = num_workers or os.cpu_count() or 1
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, inputs, overwrite)
+    tok_dir = [tokenizer] if isinstance(tokenizer, (str, os.PathLike)) and str(tokenizer) not in ("gpt2", "bytes", "bpe") else []
+    out_dir = check_out_dir(out_dir, [*inputs, *tok_dir], overwrite)
     files = _list_files(inputs, exclude=out_dir, hf_split=hf_split)
     if not files:
         raise GptkitError(f"no readable files in {', '.join(map(str, inputs))}")
@@ -289,10 +299,14 @@ def prepare(
             tok = tokenizer
         elif tokenizer == "bpe":
             tok = _train_on(files, field, on_decode_error, vocab_size, total_disk, progress, clean)
+            if tok.vocab_size < vocab_size:  # the terminal says so, not only the data card
+                warnings.warn(f"--vocab-size {vocab_size:,}: the BPE ran out of pairs to merge at {tok.vocab_size:,} "
+                              "ids, so the vocabulary has that many; more text gives a larger one", stacklevel=2)
         else:
             tok = load_tokenizer(tokenizer)
+        record = _canaries.make(canaries, canary_digits, canary_seed) if canaries else None
         meta = _encode_corpus(mine, lo, tmp, tok, field, val_fraction, seed, shard_tokens, num_workers, on_decode_error,
-                              total_disk, progress, clean, part)
+                              total_disk, progress, clean, part, record, canary_seed)
         meta["sources"] = [str(Path(p).resolve()) if not str(p).startswith("hf:") else str(p) for p in inputs]
         meta["tokenizer_sha256"] = tok.fingerprint
         for message in meta.get("warnings", []):
@@ -331,7 +345,8 @@ def _train_on(files, field, on_decode_error, vocab_size, total_disk, progress, c
 
 
 def _encode_corpus(files, first_index, tmp, tok, field, val_fraction, seed, shard_tokens, num_workers, on_decode_error,
-                   total_disk, progress, clean: CleanConfig, part: dict | None) -> dict:
+                   total_disk, progress, clean: CleanConfig, part: dict | None, canaries: dict | None = None,
+                   canary_seed: int | None = None) -> dict:
     dtype = np.dtype("<u2") if tok.vocab_size <= 65536 else np.dtype("<u4")
     writers = {s: _ShardWriter(tmp, s, dtype, shard_tokens) for s in SPLITS}
     splits = {s: {"tokens": 0, "bytes": 0, "documents": 0} for s in writers}
@@ -341,7 +356,8 @@ def _encode_corpus(files, first_index, tmp, tok, field, val_fraction, seed, shar
     eot = np.array([tok.eot_id], dtype=dtype)
     last_train_start = 0
     doc: DocState | None = None
-    batches = _batches(_indexed_pieces(files, first_index, field, stats), seed, val_fraction)
+    pieces = _canaries.interleave(_indexed_pieces(files, first_index, field, stats), canaries, total_disk, canary_seed)
+    batches = _batches(pieces, seed, val_fraction)
     bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="tokenize", disable=not progress, file=sys.stderr,
                leave=False)
     with bar, _encoder_map(tok, dtype, num_workers, clean if clean.active else None) as encode:
@@ -398,6 +414,8 @@ def _encode_corpus(files, first_index, tmp, tok, field, val_fraction, seed, shar
     }
     if note:
         meta["val_note"] = note
+    if canaries:
+        meta["canaries"] = canaries
     if part is not None:
         meta["part"] = dict(part)
         meta["part"]["last_train_start"] = last_train_start

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_path
+from ..files import atomic_path, finite
 
 # Published zero-shot figures for GPT-2 124M, with where they come from.
 REFERENCES = [
@@ -77,18 +77,7 @@ def write_report(directory: str | Path, report: dict[str, Any]) -> tuple[Path, P
     directory.mkdir(parents=True, exist_ok=True)
     md, js = directory / "REPORT.md", directory / "report.json"
     with atomic_path(js) as tmp:
-        tmp.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(finite(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     with atomic_path(md) as tmp:
         tmp.write_text(markdown(report), encoding="utf-8")
     return md, js
-
-
-def _finite(o: Any) -> Any:
-    """NaN (a standard error of one question) as null: JSON has no NaN."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_finite(v) for v in o]
-    return o

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import GptkitError, OptionError
-from ..files import atomic_path, check_parent_dirs
+from ..files import atomic_path
 from .vocab import Vocab, gguf_vocab
 
 # --quantize -> (the type of matrices, llama.cpp's general.file_type)
@@ -101,7 +101,9 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, quantize: str 
         raise OptionError("quantize", f"must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     _gguf()
     out = Path(out)
-    check_out(out, overwrite)
+    if Path(model).is_dir():
+        check_not_input(out, Path(model))
+    out = check_out(out, overwrite)
     from ..hf import hf_state, load_model, resolve_model_dir
     directory = resolve_model_dir(model)
     check_not_input(out, directory)
@@ -120,12 +122,15 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, quantize: str 
 
 # ---------------------------------------------------------------------------- checks
 
-def check_out(out: Path, overwrite: bool) -> None:
-    if out.is_dir():
-        raise OptionError("out", f"{out} is a directory; name the .gguf file to write")
-    if out.exists() and not overwrite:
-        raise OptionError("out", f"{out} exists; pass --overwrite to replace it")
-    check_parent_dirs(out, "out")
+def check_out(out: Path, overwrite: bool) -> Path:
+    """OUT may be written (gptkit/outputs.py): new, or a GGUF file to replace with --overwrite."""
+    from ..outputs import output_file
+    return output_file(out, "out", ours=is_gguf, overwrite=overwrite, what="GGUF file")
+
+
+def is_gguf(p: Path) -> bool:
+    with open(p, "rb") as f:
+        return f.read(4) == b"GGUF"
 
 
 def check_not_input(out: Path, directory: Path) -> None:

@@ -324,6 +324,9 @@ class TaskHooks:
 
     def after_eval(self, step: int, model: torch.nn.Module) -> dict[str, float]:
         """Score the task on validation examples; track the best; decide early stopping."""
+        if self.score_examples == 0:  # --score-examples 0: no task score, no best checkpoint
+            self._improved = False
+            return {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncated prompts are counted by the task runner, not here
             value = self.task_score(model)
@@ -421,8 +424,8 @@ def check_options(cfg: Any, *, lora: bool, lora_r: int, lora_alpha: float, lora_
     if merge and not lora:
         raise GptkitError("--merge merges LoRA adapters: it needs --lora (full fine-tuning writes plain weights)")
     check_lora(lora_r, lora_alpha, lora_dropout)
-    if patience is not None and patience < 1:
-        raise GptkitError(f"--patience must be >= 1, got {patience}")
+    if patience is not None and (patience < 1 or score_examples == 0):  # it counts evaluations without a better score
+        raise GptkitError(f"--patience must be >= 1, with --score-examples >= 1; got {patience}")
     if score_examples < 0:
         raise GptkitError(f"--score-examples must be >= 0, got {score_examples}")
     cfg.validate()
@@ -443,6 +446,8 @@ def finetune(cfg: Any, *, template: Template, task: str = "custom", split: dict[
         raise GptkitError(f"--on-long must be error or truncate, got {on_long!r}")
     check_options(cfg, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, merge=merge,
                   patience=patience, score_examples=score_examples)
+    from gptkit.train.resume import check_run_dir
+    check_run_dir(Path(cfg.out), cfg.resume, [cfg.data, cfg.init_from])  # before any example is read
     split = {"val_fraction": 0.05, "test_fraction": 0.05, "seed": 0, **(split or {})}
     examples = read_examples(cfg.data, **(fields or {}))
     splits = split_examples(examples, split["val_fraction"], split["test_fraction"], split["seed"])

@@ -85,6 +85,23 @@ def _truncate(source: str, template: Template, tokenizer: Any, shots: Sequence[E
                       f"than the {budget} the context leaves for the prompt; use fewer --shots")
 
 
+def is_task_output(p: Path) -> bool:
+    """An empty file, or one whose first line is an output line this command writes."""
+    with open(p, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), None)
+    if first is None:
+        return True
+    row = json.loads(first)
+    return isinstance(row, dict) and "index" in row and "output" in row
+
+
+def check_out(out: str | os.PathLike, inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
+    """--out may be written: not an input, and new or outputs of this command (to continue or,
+    with --overwrite, replace). Returns the path to write."""
+    from gptkit.outputs import output_file
+    return output_file(out, "out", inputs=inputs, ours=is_task_output, what="task output")
+
+
 def _read_done(out: Path) -> dict[int, dict[str, Any]]:
     """The complete lines of an earlier (possibly killed) run; a cut last line is dropped."""
     if not out.exists():
@@ -129,9 +146,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def run_task(model: Any, tokenizer: Any, examples: Sequence[Example], template: Template, out: str | os.PathLike,
              *, generation: dict[str, Any] | None = None, shots: Sequence[Example] = (), batch_size: int = 16,
              on_long: str = "error", overwrite: bool = False, progress: bool = True,
-             settings: dict[str, Any] | None = None) -> dict[str, Any]:
+             settings: dict[str, Any] | None = None, inputs: Sequence[str | os.PathLike | None] = ()) -> dict[str, Any]:
     """Run the task over the examples into `out` (see the module doc). Returns a summary dict:
-    {"done", "resumed", "generated", "truncated", "out"}."""
+    {"done", "resumed", "generated", "truncated", "out"}. inputs: the files the examples came from
+    (`out` is never one of them)."""
     from gptkit.generate import generate_text
 
     if batch_size < 1:
@@ -147,8 +165,7 @@ def run_task(model: Any, tokenizer: Any, examples: Sequence[Example], template: 
     if cut:
         warnings.warn(f"{len(cut)} source(s) cut to fit the model's context of {n_ctx} tokens "
                       f"(first: {cut[0].example.origin})", stacklevel=2)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_out(out, inputs)
     sidecar = out.with_name(out.name + ".run.json")
     fingerprint = {"template": template.prompt, "target_prefix": template.target_prefix,
                    "shots": [[s.source, s.target] for s in shots], "generation": gen, "n_examples": len(examples),

@@ -39,7 +39,7 @@ from .guards import TrainingInterrupted, coverage, diverged, interrupts
 from .optim import make_optimizer, set_lr
 from .report import Log, banner
 from .resume import check_resume, check_run_dir, check_same_model, clean_run_temps, data_digest, run_config
-from .schedule import Schedule, extend, schedule_for, with_default_lr
+from .schedule import Schedule, extend, fit_warmup, schedule_for, with_default_lr
 from .speed import measured_step_seconds
 
 # ---------------------------------------------------------------------------- the run
@@ -109,11 +109,12 @@ def train(cfg: TrainConfig, hooks: Any = None, on_eval: Any = None) -> TrainResu
     cfg.apply_recipe()
     cfg.validate()
     with_default_lr(cfg)
+    warmup_note = fit_warmup(cfg)
     schedule_for(cfg)  # a bad schedule is refused before anything starts
     rt = setup_runtime(cfg)
     try:
         with distr.lost_rank_errors(rt):
-            return _train(cfg, rt, hooks, on_eval)
+            return _train(cfg, rt, hooks, on_eval, warmup_note)
     finally:
         distr.shutdown(rt)
 
@@ -129,9 +130,10 @@ def check_block_size(cfg: TrainConfig, n_ctx: int) -> None:
                           f"(n_positions = {n_ctx}); lower --block-size or raise --n-positions")
 
 
-def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None) -> TrainResult:
+def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None,
+           warmup_note: str | None = None) -> TrainResult:
     files = RunFiles(cfg.out)
-    check_run_dir(files.root, cfg.resume)
+    check_run_dir(files.root, cfg.resume, [cfg.data, cfg.init_from])
     data_dir, tokenizer, train_data, val_data, state = _open_data(cfg, files, rt, hooks)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tokenizer)
@@ -161,6 +163,8 @@ def _train(cfg: TrainConfig, rt: Runtime, hooks: Any = None, on_eval: Any = None
         elapsed0, step_s = float(state.get("elapsed_s", 0.0)), float(state.get("step_s", 0.0))
         schedule, how = extend(_old_schedule(state, cfg), schedule, start, elapsed0, cfg.extend)
         distr.say(rt, f"resumed from step {start} ({elapsed0 / 60:.1f} minutes trained): {how}")
+    if warmup_note and cfg.progress:  # with the banner (-q: train_config.json records the warm-up run)
+        distr.say(rt, warmup_note)  # once every check has passed: a refused run says only why
     if rt.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
         clean_run_temps(files.root)

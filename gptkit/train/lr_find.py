@@ -20,6 +20,7 @@ from ..device import autocast_dtype, muon_dtype
 from ..distributed import Runtime
 from ..errors import GptkitError
 from ..files import atomic_path
+from ..outputs import is_gptkit_png, output_file, png_metadata
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
 from .loop import train_step
@@ -118,9 +119,8 @@ def plot(result: LRFindResult, path: str | Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, metadata=png_metadata())
     plt.close(fig)
     return path
 
@@ -136,6 +136,7 @@ def lr_find(cfg: TrainConfig, out: str | Path = "lr_find.png", start_lr: float =
     with_default_lr(cfg)
     if cfg.data is None:
         raise GptkitError("no --data given")
+    out = output_file(out, "plot", inputs=[cfg.data, cfg.init_from], ours=is_gptkit_png, what="plot")
     tokenizer = Tokenizer.load(cfg.data)
     if not cfg.init_from:
         mconfig = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id)

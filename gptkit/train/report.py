@@ -40,11 +40,19 @@ def banner(model: GPT, cfg: TrainConfig, rt: Runtime, why: str, train_data: Toke
          f"over {'the time budget' if cfg.max_minutes is not None else 'the steps'}; "
          f"{_options(c) or 'GPT-2 architecture'}"),
         (f"data      {train_data.data_dir}: {train_data.num_tokens / 1e6:,.2f}M train tokens"
-        f"{f' ({total / max(train_data.num_tokens, 1):.2f} epochs)' if steps < 10**6 else ''}, "
+        f"{f' ({_epochs(train_data, steps, total, cfg, rt):.2f} epochs)' if steps < 10**6 else ''}, "
         f"{val_data.num_tokens / 1e6:,.2f}M val tokens"),
         f"output    {Path(cfg.out)} (model files, checkpoints/, metrics.jsonl, loss.png)",
     ]
     return "\n".join(lines)
+
+
+def _epochs(data: Any, steps: int, tokens: int, cfg: TrainConfig, rt: Runtime) -> float:
+    """Passes over the training data in `steps`: token windows over tokens, or (task examples,
+    finetune) examples per step over examples."""
+    if hasattr(data, "rows"):  # a step is examples padded to their longest, not a block of tokens
+        return steps * cfg.batch_size * cfg.grad_accum * rt.world_size / max(len(data.rows), 1)
+    return tokens / max(data.num_tokens, 1)
 
 
 def _muon(cfg: TrainConfig, why: str) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,18 @@ MODEL_OPTIONS = {"position_embedding": "position_embedding", "norm": "norm", "ga
                  "logit_softcap": "logit_softcap"}
 
 
-def check_run_dir(out: Path, resume: bool) -> None:
+def check_run_dir(out: Path, resume: bool, inputs: Iterable[Any] = ()) -> None:
     """--out for a new run: a new or empty directory, or one with a run's files but no checkpoint (a
     run stopped before its first); for --resume: a run with a checkpoint. Never a directory of the
-    user's own files, nor a path under a file."""
+    user's own files, one of the inputs (--data, --init-from), nor a path under a file."""
+    from ..outputs import input_clash, output_dir
     check_parent_dirs(out, "out")
     if out.exists() and not out.is_dir():
         raise OptionError("out", f"{out} exists and is not a directory")
+    clash = input_clash(out, inputs)
+    if clash is not None:
+        raise OptionError("out", f"{out} is (or holds) the input {clash}: gptkit never writes over its inputs; "
+                          "choose another --out")
     last = out / "checkpoints" / "last"
     if resume:
         if not last.exists():
@@ -47,12 +53,7 @@ def check_run_dir(out: Path, resume: bool) -> None:
         return
     if last.exists() or last.is_symlink():
         raise GptkitError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir()
-                         if p.name not in RUN_FILES and not p.name.startswith((".", "best-step-")))
-        if foreign:
-            raise OptionError("out", f"{out} already holds {foreign[0]}, which is not a gptkit run's: choose a new "
-                              "directory for the run")
+    output_dir(out, "out", ours=lambda p: p.name in RUN_FILES or p.name.startswith((".", "best-step-")), what="run")
 
 
 def clean_run_temps(root: Path) -> None:

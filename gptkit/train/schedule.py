@@ -204,6 +204,18 @@ def lr_at(it: int, cfg: TrainConfig) -> float:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - min_lr)
 
 
+def fit_warmup(cfg: TrainConfig) -> str | None:
+    """A warm-up as long as the iteration budget or longer would never end (the lr would never reach
+    its peak, let alone decay): shorten it to a tenth of the budget, and say so (None: it fits)."""
+    horizon = cfg.lr_decay_iters or cfg.max_iters
+    if cfg.warmup_iters < horizon:
+        return None
+    old, cfg.warmup_iters = cfg.warmup_iters, horizon // 10
+    budget = f"--lr-decay-iters {horizon}" if cfg.lr_decay_iters else f"--max-iters {horizon}"
+    return (f"--warmup-iters {old} does not fit in {budget}: warming up over {cfg.warmup_iters} steps instead, "
+            "so that warm-up and decay complete inside the budget")
+
+
 def schedule_for(cfg: TrainConfig) -> Schedule:
     """The schedule the flags ask for (cfg.lr already resolved, see with_default_lr)."""
     min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr

@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 from ..errors import GptkitError
 from ..files import atomic_path, write_json
+from ..outputs import png_metadata
 from .config import TrainConfig
 from .space import check_space, load_space, suggest
 
@@ -62,6 +64,26 @@ def _requeue_dead_trials(study: Any) -> None:
                                                   "requeued_from": t.number})
 
 
+# What a sweep directory holds: all of it written by the sweep (sweep.json first, before any trial).
+SWEEP_FILES = {"sweep.json", "study.db", "study.db-journal", "study.db-wal", "study.db-shm", "results.csv",
+               "sweep.png", "best.toml", "tb"}
+_TRIAL = re.compile(r"trial-\d{3,}")
+_TEMP = re.compile(r"\.(results\.csv|sweep\.png|best\.toml|sweep\.json)\..*\.tmp")
+
+
+def check_sweep_out(out: str | Path, inputs: list[Any] = ()) -> Path:
+    """--out: a new or empty directory, or a sweep's (its sweep.json and nothing but what the sweep
+    writes): never a directory of the user's files, an input, nor a training run."""
+    from ..outputs import output_dir
+    root = Path(out)
+
+    def ours(p: Path) -> bool:
+        if not (root / "sweep.json").is_file():
+            return False
+        return p.name in SWEEP_FILES or bool(_TRIAL.fullmatch(p.name) and p.is_dir()) or bool(_TEMP.fullmatch(p.name))
+    return output_dir(out, "out", inputs=inputs, ours=ours, what="sweep")
+
+
 def sweep(base: dict[str, Any], out: str | Path, budget_minutes: float, trials: int, space_file: str | None = None,
           seed: int = 0, progress: bool = True, config_source: str = "flags") -> SweepResult:
     import optuna
@@ -81,10 +103,14 @@ def sweep(base: dict[str, Any], out: str | Path, budget_minutes: float, trials: 
     if fixed and progress:
         print(f"sweep: {', '.join(fixed)} fixed by the flags (not searched)", flush=True)
     settings = {"base": base, "budget_minutes": budget_minutes, "space": space}
+    out = check_sweep_out(out, [base.get("data"), base.get("init_from"), space_file])
     out.mkdir(parents=True, exist_ok=True)
     settings_file = out / "sweep.json"
     if settings_file.is_file():
-        before = json.loads(settings_file.read_text())
+        try:
+            before = json.loads(settings_file.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError):
+            before = None
         if before != json.loads(json.dumps(settings)):
             raise GptkitError(f"{out} holds a sweep started with other options (see {settings_file}); "
                               "rerun it with the same ones to resume it, or choose another --out")
@@ -93,8 +119,11 @@ def sweep(base: dict[str, Any], out: str | Path, budget_minutes: float, trials: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=STUDY, storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True, direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, trials)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=250))
+    # A rerun (of a killed sweep, or with more --trials) draws on from where the study is, not from
+    # the seed's first draw again: that would repeat the configurations already tried.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)),
+                                               n_startup_trials=min(5, trials))
     _requeue_dead_trials(study)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     tb = _writer(out)
@@ -232,6 +261,6 @@ def _plot(trials: list[Any], path: Path) -> Path:
     ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, metadata=png_metadata())
     plt.close(fig)
     return path

@@ -18,6 +18,8 @@ from gptkit.tasks.finetune import IGNORE, make_xy
 from gptkit.tokenizer import bytes_tokenizer
 from gptkit.train import TrainConfig
 
+from conftest import save_tiny_bytes_gpt
+
 WORDS = "red green blue black white gray pink brown cyan lime".split()
 
 
@@ -72,14 +74,7 @@ def test_long_conversations_are_cut_at_turn_boundaries():
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    from gptkit.hf import save_model
-    tok = bytes_tokenizer()
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=tok.vocab_size, n_positions=128, n_layer=2, n_head=2, n_embd=48,
-                      eos_token_id=tok.eot_id, bos_token_id=tok.eot_id))
-    d = tmp_path_factory.mktemp("base") / "model"
-    save_model(m, d, tok)
-    return d
+    return save_tiny_bytes_gpt(tmp_path_factory.mktemp("base") / "model")
 
 
 def write_data(path, n=160, extra=()):

@@ -120,6 +120,9 @@ def test_eval_tasks_from_the_command_line_with_output_and_report(setup, tmp_path
     card = json.loads((rep / "report.json").read_text())
     assert card["tasks"]["mc"]["centred"] == pytest.approx((got["mc"]["acc_norm"] - 0.25) / 0.75)
     assert "| mc | 8 |" in (rep / "REPORT.md").read_text()
+    again = run_cli("eval", "--model", setup / "model", "--tasks", setup / "mc.jsonl", "--output", out, "--report", rep)
+    assert again.returncode == 0, again.stderr  # its own results file and report card are replaced
+    assert json.loads(out.read_text())["tasks"]["mc"]["n"] == 16
 
 
 @pytest.mark.parametrize("extra, msg", [
@@ -131,15 +134,24 @@ def test_eval_tasks_from_the_command_line_with_output_and_report(setup, tmp_path
     (["--tasks", "OK", "--limit", "0"], "--limit must be >= 1"),
     (["--limit", "3"], "give --data .*, --tasks .* or both"),
     (["--tasks", "OK", "--output", "."], r"--output \. is a directory"),
-    (["--tasks", "OK", "--output", "nope/x.json"], "the folder nope does not exist"),
+    (["--tasks", "OK", "--output", "nope/x.json"], "the directory nope does not exist"),
+    (["--tasks", "OK", "--output", "OK"], "is the input ok.jsonl: gptkit never writes over its inputs"),
+    (["--tasks", "OK", "--output", "FOREIGN"], "exists and gptkit did not write it"),
+    (["--tasks", "OK", "--report", "."], "--report . holds the input ok.jsonl"),
+    (["--tasks", "OK", "--report", "FOREIGNDIR"], "already holds notes.txt, which gptkit did not write there"),
 ])
 def test_bad_task_input_is_one_line(setup, tmp_path, extra, msg):
     from test_hostile import assert_refused, snapshot
     files = {"BAD": ("bad.jsonl", {"context": "a", "choices": ["x", "y"], "label": 7}),
              "NOCHOICE": ("noc.jsonl", {"context": "a", "choices": [], "label": 0}),
              "LONG": ("long.jsonl", {"context": "word " * 200, "choices": ["x", "y"], "label": 0}),
-             "OK": ("ok.jsonl", {"context": "a", "choices": ["x", "y"], "label": 0})}
+             "OK": ("ok.jsonl", {"context": "a", "choices": ["x", "y"], "label": 0}),
+             "FOREIGN": ("notes.json", {"mine": "a user's file"})}
     for i, a in enumerate(extra):
+        if a == "FOREIGNDIR":
+            (tmp_path / "mine").mkdir()
+            (tmp_path / "mine" / "notes.txt").write_text("a user's notes\n")
+            extra[i] = "mine"
         if a in files:
             name, row = files[a]
             (tmp_path / name).write_text(json.dumps(row) + "\n")

@@ -212,8 +212,13 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, small_bpe, capsys):
     before = sorted(p.name for p in tmp_path.iterdir())
     assert not out.exists()
     out.write_bytes(b"keep me")
+    for flags in ([], ["--overwrite"]):  # not a GGUF file: gptkit did not write it, --overwrite or not
+        assert main(["export", str(src), str(out), *flags]) == 2
+        assert "exists and gptkit did not write it" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    out.unlink()
+    assert main(["export", str(src), str(out)]) == 0
     assert main(["export", str(src), str(out)]) == 2
-    assert "exists; pass --overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(src), str(out), "--overwrite", "--quantize", "q8_0"]) == 0
     assert "GGUF llama, q8_0" in capsys.readouterr().out and out.read_bytes()[:4] == b"GGUF"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["m.gguf"])  # no temporary left

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from gptkit.errors import GptkitError
-from gptkit.model import GPT, GPTConfig
 from gptkit.tasks.finetune import finetune
 from gptkit.tasks.templates import builtin
 from gptkit.tokenizer import bytes_tokenizer
 from gptkit.train import TrainConfig
+
+from conftest import save_tiny_bytes_gpt
 
 WORDS = "red green blue black white gray pink brown cyan lime".split()
 
@@ -28,14 +29,7 @@ def make_pairs(path, n=240):
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    from gptkit.hf import save_model
-    tok = bytes_tokenizer()
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=tok.vocab_size, n_positions=128, n_layer=2, n_head=2, n_embd=48,
-                      eos_token_id=tok.eot_id, bos_token_id=tok.eot_id))
-    d = tmp_path_factory.mktemp("base") / "model"
-    save_model(m, d, tok)
-    return d
+    return save_tiny_bytes_gpt(tmp_path_factory.mktemp("base") / "model")
 
 
 def cfg(base_dir, data, out, **kw):
