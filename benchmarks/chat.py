@@ -154,8 +154,10 @@ def score(runs: Path, data: Path, limit: int, batch: int, max_new: int) -> dict:
 def transcript(model_dir: Path, max_new: int) -> str:
     """A conversation with `gptkit chat` (greedy) in a pseudo-terminal, as the terminal showed it."""
     import pexpect
-    child = pexpect.spawn(sys.executable, ["-m", "gptkit", "chat", "--model", str(model_dir), "--no-do-sample",
-                                           "--max-new-tokens", str(max_new)], cwd=str(ROOT), encoding="utf-8",
+    where = model_dir.resolve().parents[2]  # the model shown as runs/chat/sft/best
+    child = pexpect.spawn(sys.executable, ["-m", "gptkit", "chat", "--model", str(model_dir.resolve().relative_to(where)),
+                                           "--no-do-sample", "--max-new-tokens", str(max_new)], cwd=str(where),
+                          encoding="utf-8",
                           env={**os.environ, "PYTHONPATH": str(ROOT), "TERM": "dumb"}, timeout=120,
                           dimensions=(50, 200))
     shown = []
