@@ -1,7 +1,7 @@
 """A chat model from what this machine has: pretrain a small GPT, fine-tune it on conversations
 (`gptkit finetune --task chat --mix`), and score it on conversations from held-out sources.
 
-    flock /tmp/cpu.lock python benchmarks/chat.py              # about 22 minutes on 2 cores
+    flock /tmp/cpu.lock python benchmarks/chat.py              # about 20 minutes on 2 cores
     python benchmarks/chat.py --out runs/chat-smoke --pretrain-minutes 1 --finetune-minutes 1 --limit 20
 
 Conversations (DATA, default data/chat/): English -> German message pairs from the gettext
@@ -17,8 +17,10 @@ is in test.jsonl only; the pretraining text (each train catalog's English and Ge
 unpaired and shuffled) and the fine-tuning conversations come from the other catalogs. Scored
 (chrF, sacrebleu) on the last assistant turn of each test conversation, per kind, greedy: the chat
 model; the base model given the same template (ChatML's tokens added with the mean rows, so it
-sees exactly the chat model's prompt); copy-the-input (the English text of the last user turn);
-and, for followup, repeat-the-first-reply. Paired-bootstrap 95% intervals of chat minus each.
+sees exactly the chat model's prompt); the base model prompted as base models are (three training
+pairs in plain text, then the English: base-3-shot); copy-the-input (the English text of the last
+user turn); and, for followup, repeat-the-first-reply. Paired-bootstrap 95% intervals of chat
+minus each.
 A short conversation with `gptkit chat` in a pseudo-terminal is kept as it came out.
 Results: OUT/results.json (OUT default runs/chat/); a finished step is reused on a rerun.
 """
@@ -113,6 +115,29 @@ def replies(model, tok, convs: list[dict], batch: int, max_new: int) -> list[str
     return [outs[i] for i in range(len(convs))]
 
 
+def few_shot(model, train: list[dict], convs: list[dict], batch: int, max_new: int, shots: int = 3) -> list[str]:
+    """The base model prompted as a base model is: `shots` training pairs in plain text
+    ("English: ...\nGerman: ...", from as many catalogs), then the English of the last user turn;
+    greedy, up to the line's end."""
+    from gptkit.generate import generate_text
+    tok, seen, lines = model.tokenizer, set(), []
+    for c in train:
+        if c["kind"] == "translate" and c["group"] not in seen and len(lines) < shots:
+            seen.add(c["group"])
+            lines.append(f"English: {c['messages'][0]['content'].removeprefix(ASK)}\n"
+                         f"German: {c['messages'][1]['content']}\n\n")
+    head = "".join(lines)
+    english = baselines(convs, "translate")["copy"]
+    prompts = [tok.encode(f"{head}English: {e}\nGerman:") for e in english]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outs: dict[int, str] = {}
+    for s in range(0, len(order), batch):
+        idx = order[s:s + batch]
+        res = generate_text(model, tok, [prompts[i] for i in idx], max_new_tokens=max_new, stop=["\n"])
+        outs.update({i: r["text"].strip() for i, r in zip(idx, res)})
+    return [outs[i] for i in range(len(convs))]
+
+
 def baselines(convs: list[dict], kind: str) -> dict[str, list[str]]:
     """copy: the English of the last user turn; repeat (followup): the conversation's first reply."""
     out = {"copy": [c["messages"][-2]["content"].removeprefix(ASK).removeprefix(MORE) for c in convs]}
@@ -130,7 +155,9 @@ def score(runs: Path, data: Path, limit: int, batch: int, max_new: int) -> dict:
     from gptkit.tasks.score import score as metric
     torch.set_grad_enabled(False)
     test = [json.loads(line) for line in open(data / "test.jsonl", encoding="utf-8")]
+    train = [json.loads(line) for line in open(data / "train.jsonl", encoding="utf-8")]
     chat = load_model(runs / "sft" / "best")
+    plain = load_model(runs / "base")
     base = load_model(runs / "base")
     make_chat_ready(base, base.tokenizer)
     results: dict = {}
@@ -139,12 +166,15 @@ def score(runs: Path, data: Path, limit: int, batch: int, max_new: int) -> dict:
         refs = [c["messages"][-1]["content"] for c in convs]
         t0 = time.time()
         systems = {"chat": replies(chat, chat.tokenizer, convs, batch, max_new),
-                   "base": replies(base, base.tokenizer, convs, batch, max_new), **baselines(convs, kind)}
+                   "base": replies(base, base.tokenizer, convs, batch, max_new),
+                   "base-3-shot": few_shot(plain, train, convs, batch, max_new), **baselines(convs, kind)}
         row: dict = {"n": len(convs), "chrf": {name: metric(h, refs, ["chrf"])["chrf"] for name, h in systems.items()}}
         row["chat_minus"] = {other: paired_bootstrap("chrf", systems[other], systems["chat"], refs)
                              for other in systems if other != "chat"}
-        row["examples"] = [{"prompt": c["messages"][-2]["content"], "reference": r, "chat": h, "base": b}
-                           for c, r, h, b in list(zip(convs, refs, systems["chat"], systems["base"]))[:3]]
+        row["examples"] = [{"prompt": c["messages"][-2]["content"], "reference": r, "chat": h, "base": b,
+                            "base-3-shot": f} for c, r, h, b, f in list(zip(convs, refs, systems["chat"], systems["base"],
+                                                                           systems["base-3-shot"]))[:3]]
+        row["base_empty"] = sum(not h for h in systems["base"])
         row["seconds"] = round(time.time() - t0, 1)
         results[kind] = row
         print(kind, json.dumps({k: v for k, v in row.items() if k != "examples"}), flush=True)
@@ -154,8 +184,9 @@ def score(runs: Path, data: Path, limit: int, batch: int, max_new: int) -> dict:
 def transcript(model_dir: Path, max_new: int) -> str:
     """A conversation with `gptkit chat` (greedy) in a pseudo-terminal, as the terminal showed it."""
     import pexpect
-    where = model_dir.resolve().parents[2]  # the model shown as runs/chat/sft/best
-    child = pexpect.spawn(sys.executable, ["-m", "gptkit", "chat", "--model", str(model_dir.resolve().relative_to(where)),
+    model_dir = model_dir.absolute()
+    where = model_dir.parents[2]  # the model shown as runs/chat/sft/best
+    child = pexpect.spawn(sys.executable, ["-m", "gptkit", "chat", "--model", str(model_dir.relative_to(where)),
                                            "--no-do-sample", "--max-new-tokens", str(max_new)], cwd=str(where),
                           encoding="utf-8",
                           env={**os.environ, "PYTHONPATH": str(ROOT), "TERM": "dumb"}, timeout=120,
