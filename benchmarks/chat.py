@@ -185,7 +185,7 @@ def transcript(model_dir: Path, max_new: int) -> str:
     """A conversation with `gptkit chat` (greedy) in a pseudo-terminal, as the terminal showed it."""
     import pexpect
     model_dir = model_dir.absolute()
-    where = model_dir.parents[2]  # the model shown as runs/chat/sft/best
+    where = model_dir.parents[2]  # the model shown by its path under the runs folder: chat/sft/best
     child = pexpect.spawn(sys.executable, ["-m", "gptkit", "chat", "--model", str(model_dir.relative_to(where)),
                                            "--no-do-sample", "--max-new-tokens", str(max_new)], cwd=str(where),
                           encoding="utf-8",
