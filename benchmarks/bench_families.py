@@ -70,9 +70,10 @@ def current_rss_mib() -> float:
 # ---------------------------------------------------------------------------- children (one process each)
 
 def child_load(impl: str, directory: str) -> dict:
-    import torch  # noqa: F401  (imported before the baseline: every contender needs it)
-    import transformers  # noqa: F401
-    import gptkit  # noqa: F401
+    import torch  # all three before the baseline: every contender imports them
+    import transformers
+
+    import gptkit
     before = current_rss_mib()
     t = time.perf_counter()
     if impl == "gptkit":
