@@ -85,12 +85,12 @@ def test_resume_with_a_larger_max_iters_says_what_the_schedule_does(byte_data, t
 def test_llama_options_train_save_in_llama_layout_and_resume(byte_data, tmp_path):
     transformers = pytest.importorskip("transformers")
     out = tmp_path / "llama"
-    train(small_cfg(byte_data, out, max_iters=10, lr_decay_iters=20, qk_norm=True, tie_embeddings=False,
+    train(small_cfg(byte_data, out, max_iters=10, lr_decay_iters=20, qk_norm=True, tie_word_embeddings=False,
                     zero_init=True, optimizer="muon", **LLAMA))
-    train(small_cfg(byte_data, out, max_iters=20, resume=True, qk_norm=True, tie_embeddings=False,
+    train(small_cfg(byte_data, out, max_iters=20, resume=True, qk_norm=True, tie_word_embeddings=False,
                     zero_init=True, optimizer="muon", **LLAMA))
     ref = tmp_path / "ref"
-    train(small_cfg(byte_data, ref, max_iters=20, qk_norm=True, tie_embeddings=False, zero_init=True,
+    train(small_cfg(byte_data, ref, max_iters=20, qk_norm=True, tie_word_embeddings=False, zero_init=True,
                     optimizer="muon", **LLAMA))
     assert [r["loss"] for r in rows(out)] == pytest.approx([r["loss"] for r in rows(ref)], abs=1e-5)  # Muon resumes
     ours = load_model(out)
