@@ -127,21 +127,16 @@ def _load_model(name_or_path: str | os.PathLike, dtype: Any, device: str | torch
             target = e.dtype
         raw[e.name] = e.load(target, device)
     sd = family.from_hf(raw, config, source)  # consumes raw: one copy of the weights at a time
+    tokenizer, tokenizer_error = _maybe_tokenizer(directory, config.vocab_size)
     with torch.device("meta"):
-        model = GPT(config)
+        model = GPT(config, tokenizer=tokenizer, tokenizer_error=tokenizer_error, source=str(directory))
     load_state_into(model, sd, source)
     del sd
-    if as_stored and target == torch.bfloat16 and (note := emulated_bf16_note(device)) is not None:
-        warnings.warn(f"{source}: loaded as stored, in bfloat16; {note}: pass dtype='float32'", stacklevel=3)
-    return _finish(model, directory)
-
-
-def _finish(model: GPT, directory: Path) -> GPT:
     leftover = [n for n, p in model.named_parameters() if p.is_meta]
     if leftover:  # the loaders check names, so this would be a bug, not a user error
         raise RuntimeError(f"{directory}: parameters left unloaded: {leftover[:3]}")
-    model.tokenizer, model.tokenizer_error = _maybe_tokenizer(directory, model.config.vocab_size)
-    model.source = str(directory)
+    if as_stored and target == torch.bfloat16 and (note := emulated_bf16_note(device)) is not None:
+        warnings.warn(f"{source}: loaded as stored, in bfloat16; {note}: pass dtype='float32'", stacklevel=3)
     return model.eval()
 
 

@@ -102,7 +102,7 @@ def build_app(cfg: ServeConfig, model: Any = None) -> Any:
         raise GptkitError(f"{cfg.model}: serving needs the model's tokenizer (vocab.json + merges.txt or "
                           f"tokenizer.json beside the weights){f': {detail}' if detail else ''}")
     model_dir = cfg.model if Path(cfg.model).is_dir() else None
-    template = find_chat_template(model_dir, cfg.chat_template)
+    template = find_chat_template(model_dir, cfg.chat_template, tokenizer)
     if template is not None:  # one that cannot show where a reply begins: refused before serving
         from ..chat.template import check_generation_prompt
         try:
