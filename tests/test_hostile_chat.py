@@ -130,7 +130,7 @@ CASES = [
     ("ftc-empty-turn", _data("emptyturn.jsonl", "--strict"), r"emptyturn\.jsonl:2: turn 1 \(user\) is empty"),
     ("ftc-no-reply", _data("noreply.jsonl", "--strict"), r"noreply\.jsonl:2: no assistant turn"),
     ("ftc-all-bad", _data("allbad.jsonl"), r"allbad\.jsonl: no usable conversation \(2 bad record"),
-    ("ftc-text-file", _data("convs.txt"), r"convs\.txt: conversations are read from \.jsonl or \.parquet"),
+    ("ftc-text-file", _data("convs.txt"), r"convs\.txt: conversations are read from \.jsonl or \.parquet, not '\.txt'"),
     ("ftc-data-dir", _data("emptydir"), r"emptydir: a directory, not a file of conversations"),
     ("ftc-data-missing", _data("nope.jsonl"), r"nope\.jsonl: no such file"),
     ("ftc-mix-ratio", [*FTC, "--mix", "data:1.5"], r"--mix 'data:1\.5': expected DIR:RATIO"),

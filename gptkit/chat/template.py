@@ -53,43 +53,14 @@ def with_chat_tokens(tokenizer: Any, template: str | None = None) -> Any:
 def chat_template(tokenizer: Any, override: str | None = None) -> Any:
     """The tokenizer's template compiled (serve.chat.ChatTemplate), checked to have a generation
     prompt; a GptkitError saying how to add one where it has none."""
-    from gptkit.serve.chat import ChatTemplate
+    from gptkit.serve.chat import ChatTemplate, check_generation_prompt
     source = override or getattr(tokenizer, "chat_template", None)
     if not source:
         raise GptkitError("the model has no chat template: fine-tune it for chat with `gptkit finetune --task chat` "
                           "(which adds ChatML's tokens and template), or pass --chat-template FILE (a Jinja template)")
     t = ChatTemplate(source, "the chat template", tokenizer)
-    check_generation_prompt(t)
+    check_generation_prompt(t)  # serve.chat
     return t
-
-
-def check_generation_prompt(t: Any) -> None:
-    """A GptkitError unless the model can tell where its reply begins: the template has a generation
-    prompt, or (Llama 2's and Mistral's [INST] ... [/INST] have none) it ends a user turn otherwise
-    than a reply, so the prompt's end is the cue. Also refused: a template that fails on a
-    conversation of one user turn (with a system turn before it, where it wants one)."""
-    from gptkit.serve.chat import TemplateError
-    user, reply = "PROBE-USER-TURN", "PROBE-REPLY"
-    failure = None
-    for probe in ([{"role": "user", "content": user}],
-                  [{"role": "system", "content": "PROBE-SYSTEM"}, {"role": "user", "content": user}]):
-        try:
-            prompt, plain = t.render(probe, True), t.render(probe, False)
-            whole = t.render(probe + [{"role": "assistant", "content": reply}], False)
-            break
-        except TemplateError as e:
-            failure = failure or e
-    else:
-        raise GptkitError(f"the chat template fails on a conversation of one user turn: {failure}")
-    if prompt != plain:
-        return
-    user_end = prompt[prompt.rfind(user) + len(user):] if user in prompt else None
-    reply_end = whole[whole.rfind(reply) + len(reply):] if reply in whole else None
-    if user_end is None or reply_end is None or not whole.startswith(prompt) or user_end == reply_end:
-        raise GptkitError("the chat template has no generation prompt (it renders the same with "
-                          "add_generation_prompt true and false, and ends a user turn as it ends a reply): the model "
-                          "could not tell where its reply begins; add an {% if add_generation_prompt %} block that "
-                          "opens the assistant's turn")
 
 
 def end_of_turn(tokenizer: Any) -> list[int]:

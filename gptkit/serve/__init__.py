@@ -104,7 +104,7 @@ def build_app(cfg: ServeConfig, model: Any = None) -> Any:
     model_dir = cfg.model if Path(cfg.model).is_dir() else None
     template = find_chat_template(model_dir, cfg.chat_template, tokenizer)
     if template is not None:  # one that cannot show where a reply begins: refused before serving
-        from ..chat.template import check_generation_prompt
+        from .chat import check_generation_prompt
         try:
             check_generation_prompt(template)
         except GptkitError as e:
