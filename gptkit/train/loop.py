@@ -33,7 +33,7 @@ from ..files import write_json
 from ..hf import check_saveable, load_model, load_state_into, read_state_dict
 from ..model import GPT, GPTConfig
 from ..rundir import RunFiles, load_train_state, plot_losses, read_metrics, write_metrics
-from ..tokenizer import Tokenizer
+from ..tokenizer import Tokenizer, same_vocabulary
 from .config import TrainConfig, model_config
 from .guards import TrainingInterrupted, coverage, diverged, interrupts
 from .optim import make_optimizer, set_lr
@@ -53,7 +53,7 @@ def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
     if _adds_control_tokens(theirs, tokenizer) and model.config.vocab_size == theirs.vocab_size:
         from ..chat.template import grow_vocab  # e.g. chat fine-tuning's ChatML tokens: new rows, old ones kept
         grow_vocab(model, tokenizer.vocab_size)
-    if model.config.vocab_size != tokenizer.vocab_size or (theirs is not None and theirs.ranks != tokenizer.ranks):
+    if model.config.vocab_size != tokenizer.vocab_size or (theirs is not None and not same_vocabulary(theirs, tokenizer)):
         raise GptkitError(f"--init-from {cfg.init_from} uses a different tokenizer than the data "
                           f"({model.config.vocab_size} vs {tokenizer.vocab_size} tokens); prepare the data "
                           "with that model's tokenizer (e.g. --tokenizer gpt2)")
@@ -63,7 +63,7 @@ def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
 
 def _adds_control_tokens(theirs: Tokenizer | None, ours: Tokenizer) -> bool:
     """Whether `ours` is the model's tokenizer with control tokens added after its own."""
-    return (theirs is not None and theirs.ranks == ours.ranks and len(ours.specials) > len(theirs.specials)
+    return (theirs is not None and same_vocabulary(theirs, ours) and len(ours.specials) > len(theirs.specials)
             and ours.specials[:len(theirs.specials)] == theirs.specials)
 
 
