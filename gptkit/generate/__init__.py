@@ -72,7 +72,7 @@ def run_generate(model: Any, input_ids: Any, attention_mask: Any = None, tokeniz
         if cfg.num_beams > 1:
             def stop_hit(new: torch.Tensor) -> torch.Tensor:  # (B, candidates, new tokens) -> bool
                 texts = [tok.decode(r) for r in new.reshape(-1, new.size(-1)).tolist()]
-                return torch.tensor([any(s in t for s in cfg.stops) for t in texts],
+                return torch.tensor([first_stop(t, cfg.stops) >= 0 for t in texts],
                                     device=new.device).view(new.shape[:2])
             seqs, lengths = beam_search(model, ids, mask, cfg, eos, pad, _generator(model, cfg.seed),
                                         stop_hit if tok is not None else None)
@@ -158,7 +158,8 @@ def _engine(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, cfg: Gener
     return engine, groups
 
 
-def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], **kwargs: Any) -> list[dict[str, Any]]:
+def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], prefix_cache: PrefixCache | bool = True,
+                  **kwargs: Any) -> list[dict[str, Any]]:
     """Generate from one prompt or a batch of prompts (left-padded into one batch). One dict per
     sequence, prompt-major: prompt, text (the continuation, cut before a stop string), token_ids
     (the new tokens that lie wholly before the cut; no end-of-text), finish_reason
@@ -168,7 +169,7 @@ def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], **kwa
     if not prompts:
         raise GptkitError("no prompt given")
     rows = [_encode_prompt(tok, p) for p in prompts]
-    g = run_generate(model, rows, None, tok, **kwargs)
+    g = run_generate(model, rows, None, tok, prefix_cache, **kwargs)
     stops = make_config(**kwargs).stops
     per = g.sequences.size(0) // len(prompts)
     out = []
