@@ -42,7 +42,7 @@ class Seq:
     """One row: a prompt, its parameters, and the state of decoding after it. `emit`, where set,
     receives the sequence's events (text as it becomes final, then its finish)."""
 
-    def __init__(self, prompt: list[int], params: SamplingParams, token_text: TokenText | None,
+    def __init__(self, prompt: list[int], params: SamplingParams, token_text: TokenText | None = None,
                  index: int = 0, sample: int = 0, emit: Callable[[Event], None] | None = None,
                  owner: Any = None) -> None:
         self.prompt, self.params, self.index, self.emit, self.owner = prompt, params, index, emit, owner

@@ -80,7 +80,8 @@ def test_a_logits_processor_constrains_and_ends_a_sequence():
             return len(self.accepted) == 5
 
     for temperature in (0, 1.0):
-        params = SamplingParams(max_tokens=20, temperature=temperature, seed=3, logits_processors=(OnlyEven,))
+        params = SamplingParams(max_tokens=20, temperature=temperature, seed=3, logits_processors=(OnlyEven,),
+                                eos_token_ids=())
         (s,) = run(m, [[1, 2, 3]], params)
         assert len(s.out) == 5 and all(t % 2 == 0 for t in s.out) and s.finish_reason == "stop"
         assert s.processors[0].accepted == s.out
