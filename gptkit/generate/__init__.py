@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..engine import Engine, PrefixCache, Seq, TokenText, from_generation_config
-from ..engine.text import _encode_prompt, _ids_within, first_stop, resolve_tokenizer
+from ..engine.text import _encode_prompt, _ids_within, _token_bytes, first_stop, resolve_tokenizer
 from ..errors import GptkitError
 from .beam import beam_search
 from .config import GenerationConfig, make_config
@@ -178,7 +178,7 @@ def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], prefi
         reason = "length"
         if new and new[-1] in g.eos:
             new, reason = new[:-1], "eos"
-        text = tok.decode(new)
+        text = _token_bytes(tok, new).decode("utf-8", "replace")  # a continuation: SentencePiece's leading space kept
         cut = first_stop(text, stops)
         if cut >= 0:
             text, reason = text[:cut], "stop"

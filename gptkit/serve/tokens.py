@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..engine.text import prompt_ids
 from .chat import TemplateError, encode_chat
 from .protocol import APIError, clean, parse, read_json
 from .schemas import DetokenizeRequest, TokenizeRequest
@@ -45,7 +46,7 @@ def add_token_routes(app: FastAPI, tokenizer: Any, chat_template: Any, n_ctx: in
             text = await run_in_threadpool(chat_text, chat_template, r.messages, r.add_generation_prompt)
             ids = await run_in_threadpool(encode_chat, tokenizer, text)
         else:
-            ids = await run_in_threadpool(tokenizer.encode, clean(r.prompt))
+            ids = await run_in_threadpool(prompt_ids, tokenizer, clean(r.prompt))  # as /v1/completions encodes it
         return JSONResponse({"count": len(ids), "max_model_len": n_ctx, "tokens": ids})
 
     @app.post("/detokenize")
