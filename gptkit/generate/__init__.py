@@ -141,8 +141,8 @@ def _engine(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, cfg: Gener
     every row unpadded, sample j of each prompt seeded with seed + j (as the server does)."""
     rows = prompt_rows(ids, mask)
     n = cfg.num_return_sequences
-    if prefix_cache is True:
-        prefix_cache = PrefixCache(model)
+    if prefix_cache is True:  # per call: rows of one batch share their prefixes (nothing to share for one)
+        prefix_cache = PrefixCache(model) if len(rows) > 1 else None
     engine = Engine(model, tok, max_rows=len(rows) * n, max_length=max(map(len, rows)) + cfg.max_new_tokens,
                     prefix_cache=prefix_cache or None, eos=eos)
     params = from_generation_config(cfg, eos)
