@@ -63,9 +63,13 @@ def chat_template(tokenizer: Any, override: str | None = None) -> Any:
     return t
 
 
+TURN_ENDS = (IM_END, "<|eot_id|>")  # ChatML's (Qwen, SmolLM2, gptkit's chat models), Llama-3's
+
+
 def end_of_turn(tokenizer: Any) -> list[int]:
-    """The ids a reply ends at: <|im_end|> where the tokenizer has it, and end-of-text."""
-    ids = [tokenizer.special_ids[IM_END]] if IM_END in getattr(tokenizer, "special_ids", {}) else []
+    """The ids a reply ends at: the end-of-turn token where the tokenizer has one, and end-of-text."""
+    special = getattr(tokenizer, "special_ids", {})
+    ids = [special[t] for t in TURN_ENDS if t in special and special[t] != tokenizer.eot_id]
     return ids + [tokenizer.eot_id]
 
 

@@ -80,7 +80,8 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
     on the meta device and adopts tensors read one at a time, each transposed, cast and moved to
     `device` as it arrives: the weights are never held twice, nor ever all on the CPU when
     `device` is a GPU. Its tokenizer, where the directory has one (vocab.json + merges.txt, or
-    tokenizer.json), is attached as `model.tokenizer` (else None).
+    tokenizer.json), is given to the model's constructor with the directory: `model.tokenizer` (else None,
+    `model.tokenizer_error` saying why where the files were unusable), `model.source`.
 
     The weights are ordinary tensors even when this is called under torch.inference_mode() (as
     servers do): the model then works under inference_mode, no_grad or neither, in any order.

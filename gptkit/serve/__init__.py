@@ -40,6 +40,8 @@ class ServeConfig:
         "help": "sequences decoded together (KV-cache slots: memory grows with it)"})
     max_queue: int = field(default=64, metadata={
         "help": "requests that may wait for a slot; more get 429 with Retry-After"})
+    prefix_cache_mb: int = field(default=256, metadata={
+        "help": "memory for the keys and values of prompt prefixes reused across requests (0: off)"})
     timeout: float = field(default=600.0, metadata={"help": "longest a request may take, waiting included (seconds)"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "largest request body accepted (bytes)"})
     log_level: str = field(default="info", metadata={
@@ -58,6 +60,8 @@ class ServeConfig:
             raise GptkitError(f"--max-batch must be in 1..1024, got {self.max_batch}")
         if not 1 <= self.max_queue <= 100_000:
             raise GptkitError(f"--max-queue must be in 1..100000, got {self.max_queue}")
+        if not 0 <= self.prefix_cache_mb <= 1 << 20:
+            raise GptkitError(f"--prefix-cache-mb must be in 0..{1 << 20}, got {self.prefix_cache_mb}")
         if not self.timeout > 0:
             raise GptkitError(f"--timeout must be > 0 seconds, got {self.timeout}")
         if not 1024 <= self.max_body_bytes <= 1 << 30:
@@ -112,7 +116,8 @@ def build_app(cfg: ServeConfig, model: Any = None) -> Any:
     name = cfg.model_name or Path(cfg.model.rstrip("/")).name or "gptkit"
     api_key = cfg.api_key or os.environ.get("GPTKIT_API_KEY") or None
     opts = ServerOptions(model_name=name, api_key=api_key, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
-                         timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes)
+                         timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes,
+                         prefix_cache_bytes=cfg.prefix_cache_mb << 20)
     return create_app(model, tokenizer, opts, template)
 
 
