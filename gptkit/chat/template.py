@@ -53,17 +53,13 @@ def with_chat_tokens(tokenizer: Any, template: str | None = None) -> Any:
 def chat_template(tokenizer: Any, override: str | None = None) -> Any:
     """The tokenizer's template compiled (serve.chat.ChatTemplate), checked to have a generation
     prompt; a GptkitError saying how to add one where it has none."""
-    from gptkit.serve.chat import ChatTemplate
+    from gptkit.serve.chat import ChatTemplate, check_generation_prompt
     source = override or getattr(tokenizer, "chat_template", None)
     if not source:
         raise GptkitError("the model has no chat template: fine-tune it for chat with `gptkit finetune --task chat` "
                           "(which adds ChatML's tokens and template), or pass --chat-template FILE (a Jinja template)")
     t = ChatTemplate(source, "the chat template", tokenizer)
-    probe = [{"role": "user", "content": "x"}]
-    if t.render(probe, True) == t.render(probe, False):
-        raise GptkitError("the chat template has no generation prompt (it renders the same with "
-                          "add_generation_prompt true and false): the model could not tell where its reply begins; "
-                          "add an {% if add_generation_prompt %} block that opens the assistant's turn")
+    check_generation_prompt(t)  # serve.chat
     return t
 
 

@@ -107,6 +107,12 @@ def build_app(cfg: ServeConfig, model: Any = None) -> Any:
                           f"tokenizer.json beside the weights){f': {detail}' if detail else ''}")
     model_dir = cfg.model if Path(cfg.model).is_dir() else None
     template = find_chat_template(model_dir, cfg.chat_template, tokenizer)
+    if template is not None:  # one that cannot show where a reply begins: refused before serving
+        from .chat import check_generation_prompt
+        try:
+            check_generation_prompt(template)
+        except GptkitError as e:
+            raise GptkitError(f"{template.where}: {e}") from None
     name = cfg.model_name or Path(cfg.model.rstrip("/")).name or "gptkit"
     api_key = cfg.api_key or os.environ.get("GPTKIT_API_KEY") or None
     opts = ServerOptions(model_name=name, api_key=api_key, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
