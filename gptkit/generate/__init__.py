@@ -37,7 +37,7 @@ import torch
 from ..errors import GptkitError
 from .beam import beam_search
 from .config import GenerationConfig, make_config
-from .decode import _generator, prepare_inputs, resolve_eos, sample_steps
+from .decode import _generator, grammar_constraint, prepare_inputs, resolve_eos, sample_steps
 from .text import StopStrings, _encode_prompt, _ids_within, _token_bytes, first_stop, resolve_tokenizer
 
 __all__ = ["Generation", "GenerationConfig", "generate", "generate_text", "make_config", "run_generate", "stream"]
@@ -62,6 +62,11 @@ def run_generate(model: Any, input_ids: Any, attention_mask: Any = None, tokeniz
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos[0] if eos else 0)
     ids, mask = prepare_inputs(model, input_ids, attention_mask, cfg, pad)
     tok = resolve_tokenizer(model, tokenizer, "stop=") if cfg.stops else None
+    if cfg.speculative is not None and tok is None:
+        tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    constrained = cfg.grammar is not None
+    if constrained:
+        tok = resolve_tokenizer(model, tokenizer, "json_schema= / regex=")
     generator = _generator(model, cfg.seed)
     was_training = model.training
     model.eval()
@@ -78,9 +83,16 @@ def run_generate(model: Any, input_ids: Any, attention_mask: Any = None, tokeniz
             seqs, lengths = beam_search(model, ids, mask, cfg, eos, pad, generator,
                                         stop_hit if tok is not None else None)
             return Generation(seqs, T, lengths.tolist(), eos, ids, mask)
-        stopper = StopStrings(tok, cfg.stops, ids.size(0) * cfg.num_return_sequences) if tok is not None else None
+        if cfg.speculative is not None:
+            from ..speculative import speculative_rows
+            new, lengths = speculative_rows(model, ids, mask, cfg, eos, pad, generator, tok)
+            seqs = torch.cat([ids.repeat_interleave(cfg.num_return_sequences, 0), new], 1)
+            return Generation(seqs, T, lengths, eos, ids, mask)
+        rows = ids.size(0) * cfg.num_return_sequences
+        stopper = StopStrings(tok, cfg.stops, rows) if cfg.stops else None
+        constraint = grammar_constraint(cfg, tok, eos, rows) if constrained else None
         steps, lengths, done = [], None, None
-        for t, now in sample_steps(model, ids, mask, cfg, eos, pad, generator, stopper):
+        for t, now in sample_steps(model, ids, mask, cfg, eos, pad, generator, stopper, constraint):
             if lengths is None:
                 lengths = torch.zeros_like(t)
                 done = torch.zeros_like(now)
@@ -101,7 +113,8 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, *, tokenize
     temperature=1.0, top_k=50, top_p=1.0, min_p=None, repetition_penalty=1.0,
     no_repeat_ngram_size=0, num_beams=1, length_penalty=1.0, early_stopping=False,
     num_return_sequences=1, eos_token_id=None (the model's), pad_token_id=None (the first eos),
-    stop=None (strings; needs a tokenizer), seed=None, context="error" | "truncate".
+    stop=None (strings; needs a tokenizer), seed=None, context="error" | "truncate";
+    json_schema=None (a dict or its JSON text) or regex=None: the new text must match (gptkit.constrain).
 
     input_ids: a (batch, T) tensor (with attention_mask if left-padded), one list of ids, or a list
     of lists of different lengths (left-padded here)."""
@@ -128,8 +141,7 @@ def stream(model: Any, prompt: Any, *, tokenizer: Any = None, **kwargs: Any) -> 
     was_training = model.training
     model.eval()
     try:
-        for t, _ in sample_steps(model, ids, mask, cfg, eos, pad, _generator(model, cfg.seed)):
-            t = int(t[0])
+        for t in _one_row_tokens(model, ids, mask, cfg, eos, pad, tok):
             if t in eos:
                 break
             text += decoder.decode(_token_bytes(tok, [t]))
@@ -148,6 +160,21 @@ def stream(model: Any, prompt: Any, *, tokenizer: Any = None, **kwargs: Any) -> 
             yield text[sent:end]
     finally:
         model.train(was_training)
+
+
+def _one_row_tokens(model: Any, ids: torch.Tensor, mask: Any, cfg: GenerationConfig, eos: list[int], pad: int,
+                    tok: Any) -> Iterator[int]:
+    """stream()'s tokens: plain (constrained or not) or speculative decoding of one prompt."""
+    generator = _generator(model, cfg.seed)
+    if cfg.speculative is not None:
+        from ..speculative import draft_model, make_drafter, speculative_tokens
+        drafter = make_drafter(draft_model(model, cfg.speculative),
+                               ids.size(1) + cfg.max_new_tokens + cfg.num_speculative_tokens)
+        yield from speculative_tokens(model, ids[0].tolist(), cfg, drafter, generator)
+        return
+    constraint = grammar_constraint(cfg, tok, eos, 1)
+    for t, _ in sample_steps(model, ids, mask, cfg, eos, pad, generator, constraint=constraint):
+        yield int(t[0])
 
 
 def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], **kwargs: Any) -> list[dict[str, Any]]:

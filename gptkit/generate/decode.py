@@ -158,12 +158,25 @@ class _Decoder:
         return self.logits
 
 
+def grammar_constraint(cfg: GenerationConfig, tokenizer: Any, eos: list[int], rows: int) -> Any:
+    """The json_schema / regex constraint of cfg over `rows` rows (None without one); a schema or
+    regex that cannot be used is a ConstraintError here, before any decoding."""
+    grammar = cfg.grammar
+    if grammar is None:
+        return None
+    from ..constrain import GrammarConstraint, compile_grammar
+    if not eos:
+        raise OptionError("eos_token_id", "is needed with json_schema or regex: a row ends when its output is complete")
+    return GrammarConstraint(compile_grammar(grammar, tokenizer, eos), rows)
+
+
 def sample_steps(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, cfg: GenerationConfig,
                  eos: list[int], pad: int, generator: torch.Generator | None,
-                 stopper: StopStrings | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 stopper: StopStrings | None = None, constraint: Any = None
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Greedy / sampling, each row stopping on its own. ids: (B, T), expanded to B *
     num_return_sequences rows here. Yields (token per row, row done after it) once per step;
-    rows already done get `pad`."""
+    rows already done get `pad`. constraint: a GrammarConstraint over the B * n rows, or None."""
     n = cfg.num_return_sequences
     B, T = ids.shape
     rows = B * n
@@ -171,8 +184,8 @@ def sample_steps(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, cfg: 
     if n > 1:
         ids = ids.repeat_interleave(n, 0)
         mask = mask.repeat_interleave(n, 0) if mask is not None else None
-    procs = Processors(cfg, model.config.vocab_size, ids, mask, min_keep=1)
-    need_seqs = procs.penalty or bool(procs.ngram)
+    procs = Processors(cfg, model.config.vocab_size, ids, mask, min_keep=1, constraint=constraint)
+    need_seqs = procs.penalty or bool(procs.ngram) or constraint is not None
     seqs = torch.full((rows, T + cfg.max_new_tokens), pad, dtype=torch.long, device=ids.device)
     seqs[:, :T] = ids
     eos_t = torch.tensor(eos, device=ids.device) if eos else None
@@ -185,6 +198,8 @@ def sample_steps(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, cfg: 
         else:
             tok = scores.argmax(-1)
         tok = tok.masked_fill(done, pad)
+        if constraint is not None:
+            constraint.advance(tok.tolist(), (~done).tolist())
         seqs[:, T + step] = tok
         now = done if eos_t is None else done | torch.isin(tok, eos_t)
         if stopper is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -66,8 +67,9 @@ class Processors:
     """The logits processors of one generate call, applied in transformers' order."""
 
     def __init__(self, cfg: GenerationConfig, vocab: int, prompt: torch.Tensor,
-                 mask: torch.Tensor | None, min_keep: int) -> None:
+                 mask: torch.Tensor | None, min_keep: int, constraint: Any = None) -> None:
         self.cfg, self.vocab, self.min_keep = cfg, vocab, min_keep
+        self.constraint = constraint  # a gptkit.constrain.GrammarConstraint over these rows, or None
         self.prompt_valid = mask.bool() if mask is not None else None
         self.penalty = cfg.repetition_penalty != 1.0
         self.ngram = cfg.no_repeat_ngram_size
@@ -92,6 +94,8 @@ class Processors:
                 r, t = zip(*banned)
                 scores = scores.index_put((torch.tensor(r, device=scores.device), torch.tensor(t, device=scores.device)),
                                           torch.tensor(float("-inf"), device=scores.device))
+        if self.constraint is not None:  # before the warpers, as vLLM: top-k / top-p pick among allowed tokens
+            scores = self.constraint.mask(scores)
         if self.warping:
             c = self.cfg
             scores = warp(scores, c.temperature, c.top_k, c.top_p, c.min_p, self.min_keep)

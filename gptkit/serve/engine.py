@@ -60,6 +60,7 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None  # how many top alternatives to return per token (None = no logprobs)
     prompt_logprobs: bool = False  # logprobs of the prompt tokens too (completions with echo)
+    grammar: Any = None  # a gptkit.constrain.CompiledGrammar the output must match (response_format)
 
 
 @dataclass
@@ -125,6 +126,10 @@ class Sequence:
         self.seen: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
         self.bias: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.constraint: Any = None
+        if p.grammar is not None:
+            from ..constrain import GrammarConstraint
+            self.constraint = GrammarConstraint(p.grammar, 1)
         self.done = False
 
 
@@ -385,6 +390,8 @@ class Engine:
             scores = repetition_penalty_(scores, s.seen[None], p.repetition_penalty)
         if s.counts is not None:
             scores = scores - p.frequency_penalty * s.counts - p.presence_penalty * (s.counts > 0).float()
+        if s.constraint is not None:
+            scores = s.constraint.mask(scores)
         return scores[0]
 
     def _choose(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
@@ -396,7 +403,7 @@ class Engine:
         temps = [1.0] * len(seqs)
         for i, s in enumerate(seqs):
             p = s.params
-            custom = p.logit_bias or s.seen is not None or s.counts is not None
+            custom = p.logit_bias or s.seen is not None or s.counts is not None or s.constraint is not None
             warped = not s.greedy and (p.top_k or p.top_p < 1.0 or p.min_p)
             if custom or warped:
                 if scores is logits:
@@ -431,6 +438,8 @@ class Engine:
         if s.request.cancelled:
             return
         p = s.params
+        if s.constraint is not None and not self._constrain(s, t):
+            return
         s.out.append(t)
         s.last = t
         self.tokens_generated += 1
@@ -464,6 +473,18 @@ class Engine:
         end = len(s.text) - s.hold if p.stop else len(s.text)
         if end > s.sent or s.tokens:
             self._send(s, end)
+
+    def _constrain(self, s: Sequence, t: int) -> bool:
+        """s's grammar consumes t (always allowed: t was sampled under its mask). Should it refuse,
+        that row alone ends, with what it has."""
+        from ..constrain import ConstraintError
+        try:
+            s.constraint.advance([t])
+            return True
+        except ConstraintError:
+            log.warning("a constrained row sampled a token its grammar refuses; ending it")
+            self._finish(s, "stop", flush=True)
+            return False
 
     def _send(self, s: Sequence, end: int) -> None:
         text = s.text[s.sent:end] if end > s.sent else ""
