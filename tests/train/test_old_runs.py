@@ -2,11 +2,14 @@
 and a Llama-layout run of today's code at the time, 3 steps each) still load and resume."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from gptkit.cli import main
 from gptkit.hf import load_model
 from gptkit.rundir import read_metrics
 from gptkit.train import TrainConfig, train
@@ -29,3 +32,50 @@ def test_an_old_run_directory_loads_and_resumes(tmp_path, run, flags):
     assert result.step == 5
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
     assert steps[-1] == 5 and 3 in steps
+
+
+# ---------------------------------------------------------------------------- run_v2: resumed exactly
+
+V2 = Path(__file__).resolve().parents[1] / "fixtures" / "run_v2"  # written by tests/fixtures/make_run_v2.py
+
+
+def _flag(name: str, value: object) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return [flag if value else flag.replace("--", "--no-", 1)]
+    return [flag, str(value)]
+
+
+def _v2_run(tmp_path: Path, run: str) -> tuple[Path, dict]:
+    out = tmp_path / run
+    shutil.copytree(V2 / run, out, symlinks=True)
+    return out, json.loads((out / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("run", ["gpt2", "llama_gqa"])
+def test_a_v2_run_directory_loads_with_the_same_logits(tmp_path, run):
+    out, expected = _v2_run(tmp_path, run)
+    model = load_model(out)
+    with torch.no_grad():
+        logits = model(torch.tensor(expected["probe"]))[0, -1]
+    assert torch.allclose(logits, torch.tensor(expected["probe_logits_last"]), rtol=0, atol=1e-6)
+    assert model.config.n_kv_head == expected["flags"].get("n_kv_head", 2)
+
+
+@pytest.mark.parametrize("run", ["gpt2", "llama_gqa"])
+def test_a_v2_run_directory_resumes_exactly_through_the_cli(tmp_path, run, capsys):
+    """The old flag spellings (--mlp swiglu, --no-tie-embeddings) resume the run as written; the losses of
+    steps 4-6 and the val loss at 6 are the uninterrupted run's."""
+    out, expected = _v2_run(tmp_path, run)
+    argv = ["train", "--resume", "--out", str(out), "--data", str(OLD / "data"), "--max-iters", "6", "-q",
+            "--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--n-positions", "32", "--device", "cpu",
+            "--block-size", "16", "--batch-size", "2", "--lr", "3e-3", "--warmup-iters", "2", "--eval-interval", "3",
+            "--eval-iters", "1", "--log-interval", "1", "--dtype", "float32", "--seed", "7", "--no-tensorboard", "--samples", "0"]
+    for name, value in expected["flags"].items():
+        argv += _flag(name, value)
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = read_metrics(out / "metrics.jsonl")
+    train_loss = {str(r["step"]): r["loss"] for r in rows if r["kind"] == "train"}
+    val_loss = {str(r["step"]): r["val_loss"] for r in rows if r["kind"] == "eval"}
+    assert train_loss == pytest.approx(expected["train_loss"], rel=1e-6, abs=0)
+    assert val_loss == pytest.approx(expected["val_loss"], rel=1e-6, abs=0)
