@@ -84,7 +84,7 @@ def run_generate(model: Any, input_ids: Any, attention_mask: Any = None, tokeniz
                                         stop_hit if tok is not None else None)
             return Generation(seqs, T, lengths.tolist(), eos, ids, mask)
         if cfg.speculative is not None:
-            from ..speculative import speculative_rows
+            from .speculate import speculative_rows
             new, lengths = speculative_rows(model, ids, mask, cfg, eos, pad, generator, tok)
             seqs = torch.cat([ids.repeat_interleave(cfg.num_return_sequences, 0), new], 1)
             return Generation(seqs, T, lengths, eos, ids, mask)
@@ -167,10 +167,9 @@ def _one_row_tokens(model: Any, ids: torch.Tensor, mask: Any, cfg: GenerationCon
     """stream()'s tokens: plain (constrained or not) or speculative decoding of one prompt."""
     generator = _generator(model, cfg.seed)
     if cfg.speculative is not None:
-        from ..speculative import draft_model, make_drafter, speculative_tokens
-        drafter = make_drafter(draft_model(model, cfg.speculative),
-                               ids.size(1) + cfg.max_new_tokens + cfg.num_speculative_tokens)
-        yield from speculative_tokens(model, ids[0].tolist(), cfg, drafter, generator)
+        from ..speculative import draft_model
+        from .speculate import one_row
+        yield from one_row(model, ids[0].tolist(), cfg, draft_model(model, cfg.speculative), generator)
         return
     constraint = grammar_constraint(cfg, tok, eos, 1)
     for t, _ in sample_steps(model, ids, mask, cfg, eos, pad, generator, constraint=constraint):

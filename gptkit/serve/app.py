@@ -54,6 +54,7 @@ class ServerOptions:
     timeout: float = 600.0  # seconds a request may take, queue included
     max_body_bytes: int = 1 << 20
     drain: float = 3.0  # seconds open streams may run on after SIGTERM before they are ended
+    speculator: Any = None  # a serve.speculate.Speculator (--speculative), or None
 
 
 class Mailbox:
@@ -120,7 +121,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
     if tokenizer is None:
         from ..errors import GptkitError
         raise GptkitError("serving needs the model's tokenizer (vocab.json + merges.txt beside the weights)")
-    engine = Engine(model, tokenizer, max_batch=opts.max_batch, max_queue=opts.max_queue)
+    engine = Engine(model, tokenizer, max_batch=opts.max_batch, max_queue=opts.max_queue, speculator=opts.speculator)
     n_ctx = model.config.n_positions
     vocab = model.config.vocab_size
     created = int(time.time())

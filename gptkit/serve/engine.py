@@ -152,11 +152,13 @@ class SlotCache:
 
     # -- the model-facing interface
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mode == "prefill":  # one prompt, straight into its slot
-            T = k.size(2)
-            self.k[layer, self.row, :, :T] = k[0]
-            self.v[layer, self.row, :, :T] = v[0]
-            return k, v
+        if self.mode == "prefill":  # one prompt (or a speculative step's tokens), straight into its slot
+            T, start = k.size(2), self.length
+            self.k[layer, self.row, :, start:start + T] = k[0]
+            self.v[layer, self.row, :, start:start + T] = v[0]
+            if start == 0:
+                return k, v
+            return self.k[layer, self.row:self.row + 1, :, :start + T], self.v[layer, self.row:self.row + 1, :, :start + T]
         B, end = self.rows, self.length + 1
         rows = self.arange[:B]
         self.k[layer][rows, :, self.pos] = k[:, :, 0]
@@ -179,7 +181,8 @@ class QueueFull(Exception):
 class Engine:
     """The batching scheduler. submit() from any thread; a background thread does the work."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch: int = 16, max_queue: int = 64) -> None:
+    def __init__(self, model: Any, tokenizer: Any, max_batch: int = 16, max_queue: int = 64,
+                 speculator: Any = None) -> None:
         if max_batch < 1 or max_queue < 1:
             raise GptkitError("max_batch and max_queue must be >= 1")
         self.model, self.tokenizer = model.eval(), tokenizer
@@ -194,6 +197,7 @@ class Engine:
         if turn_end is not None:
             self.eos.add(turn_end)
         self.cache = SlotCache(model, max_batch, self.n_ctx)
+        self.speculator = speculator  # a serve.speculate.Speculator: drafts for a row running alone
         self.rows: list[Sequence] = []
         self.queue: collections.deque[Request] = collections.deque()
         self.cv = threading.Condition()
@@ -342,6 +346,9 @@ class Engine:
     def _step(self) -> None:
         model, cache, rows = self.model, self.cache, self.rows
         B = len(rows)
+        if self.speculator is not None and B == 1 and self.speculator.eligible(rows[0]):
+            self.speculator.step(self, rows[0])
+            return
         dev = model.device
         lengths = [s.length for s in rows]
         pos = torch.tensor(lengths, dtype=torch.long, device=dev)

@@ -49,31 +49,3 @@ def make_drafter(draft: Any, max_length: int) -> Any:
     """A fresh drafter for one sequence (draft: what draft_model returned)."""
     return NgramDrafter() if draft is None else ModelDrafter(draft, max_length)
 
-
-def speculative_rows(model: Any, ids: Any, mask: Any, cfg: Any, eos: list[int], pad: int, generator: Any,
-                     tokenizer: Any = None) -> tuple[Any, list[int]]:
-    """generate's rows decoded speculatively, one after another: (new tokens (rows * n, longest),
-    padded with `pad`; valid new tokens per row, the end-of-text counted). Rows stop as plain
-    decoding's do: at end-of-text, a stop string (needs tokenizer) or max_new_tokens."""
-    import torch
-
-    from ..generate.text import StopStrings
-    draft = draft_model(model, cfg.speculative)
-    ends = set(eos)
-    rows: list[list[int]] = []
-    for i in range(ids.size(0)):
-        prompt = ids[i].tolist() if mask is None else ids[i][mask[i].bool()].tolist()
-        for _ in range(cfg.num_return_sequences):
-            stopper = StopStrings(tokenizer, cfg.stops, 1) if cfg.stops else None
-            drafter = make_drafter(draft, len(prompt) + cfg.max_new_tokens + cfg.num_speculative_tokens)
-            out: list[int] = []
-            for t in speculative_tokens(model, prompt, cfg, drafter, generator):
-                out.append(t)
-                if t in ends or (stopper is not None and stopper.update([t], [True])[0]):
-                    break
-            rows.append(out)
-    width = max(len(r) for r in rows)
-    new = torch.full((len(rows), width), pad, dtype=torch.long, device=ids.device)
-    for i, r in enumerate(rows):
-        new[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-    return new, [len(r) for r in rows]

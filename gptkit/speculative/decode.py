@@ -8,41 +8,40 @@ token for token plain greedy decoding's; sampled output has its distribution.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-from ..generate.processors import warp
 from .verify import accept_greedy, accept_sampled
 
 
 class Chooser:
-    """The target's (and a draft model's) token choice under cfg: argmax, or a draw from the
-    warped distribution (temperature, top-k, top-p, min-p) with the request's generator."""
+    """The target's (and a draft model's) token choice: argmax, or a draw from the distribution
+    `warp` makes of the logits (the caller's temperature, top-k, top-p...) with its generator."""
 
-    def __init__(self, cfg: Any, generator: torch.Generator | None) -> None:
-        self.cfg, self.generator = cfg, generator
+    def __init__(self, do_sample: bool, warp: Callable[[torch.Tensor], torch.Tensor],
+                 generator: torch.Generator | None) -> None:
+        self.do_sample, self.warp, self.generator = do_sample, warp, generator
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        c = self.cfg
-        return warp(logits, c.temperature, c.top_k, c.top_p, c.min_p).softmax(-1)
+        """(rows, V) logits -> (rows, V) probabilities to sample from."""
+        return self.warp(logits).softmax(-1)
 
     def __call__(self, logits: torch.Tensor) -> tuple[int, torch.Tensor | None]:
         """One row of logits (V,) -> (token, its distribution, None when greedy)."""
-        if not self.cfg.do_sample:
+        if not self.do_sample:
             return int(logits.argmax()), None
         p = self.probs(logits[None])[0]
         return int(torch.multinomial(p, 1, generator=self.generator)), p
 
 
-def speculative_tokens(model: Any, prompt: list[int], cfg: Any, drafter: Any,
-                       generator: torch.Generator | None) -> Iterator[int]:
+def speculative_tokens(model: Any, prompt: list[int], max_new_tokens: int, k: int, drafter: Any,
+                       choose: Chooser) -> Iterator[int]:
     """The new tokens of one prompt, one at a time (the caller stops at end-of-text, a stop string
-    or when it has enough; at most cfg.max_new_tokens are produced)."""
-    N, k = cfg.max_new_tokens, cfg.num_speculative_tokens
+    or when it has enough; at most max_new_tokens are produced), k drafts per step at most."""
+    N, generator = max_new_tokens, choose.generator
     n_ctx = model.config.n_positions
-    choose = Chooser(cfg, generator)
     cache = model.new_cache(1, min(n_ctx, len(prompt) + N + k))
     ids = torch.tensor([prompt], dtype=torch.long, device=model.device)
     h = model.hidden_states(ids, cache=cache)
@@ -57,7 +56,7 @@ def speculative_tokens(model: Any, prompt: list[int], cfg: Any, drafter: Any,
         feed = torch.tensor([[seq[-1], *drafts]], dtype=torch.long, device=model.device)
         h = model.hidden_states(feed, cache=cache)
         logits = model.output_logits(h[0]).float()
-        if cfg.do_sample:
+        if choose.do_sample:
             n, nxt = accept_sampled(drafts, q, choose.probs(logits), generator)
         else:
             n, nxt = accept_greedy(drafts, logits)
