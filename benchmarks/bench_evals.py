@@ -11,7 +11,8 @@ model on the same files and the same local YAML task, in one run: seconds, quest
 and whether the accuracies and per-choice log-likelihoods agree.
 
 demo: `gptkit train --preset cpu-4min` (the `make run` model), scored on which line of code comes
-next among four (nextline_mc) or on the docstring task (docstring_mc), and the same recipe trained longer,
+next among four (nextline_mc), on the true next line among it and three copies with its words
+shuffled (wordorder_mc), or on the docstring task (docstring_mc), and the same recipe trained longer,
 each with `--eval-tasks` on the task, so that the accuracy at every evaluation lands in
 metrics.jsonl and loss.png beside the loss.
 """
@@ -101,6 +102,37 @@ def build_nextline_task(path: Path, questions: int, seed: int = 0) -> int:
     return len(rows)
 
 
+def _shuffled(line: str, rng: random.Random, n: int = 3) -> list[str] | None:
+    """n distinct copies of a line of code with its words (runs split at spaces) in another order,
+    or None when the line has too few distinct orders."""
+    words, out = line.split(" "), set()
+    for _ in range(50):
+        w = words[:]
+        rng.shuffle(w)
+        if (cand := " ".join(w)) != line:
+            out.add(cand)
+        if len(out) == n:
+            return sorted(out)
+    return None
+
+
+def build_wordorder_task(path: Path, questions: int, seed: int = 0) -> int:
+    """A JSONL of {context, choices, label}: the true next line of code among it and three copies of
+    it with its words shuffled (same characters, same length: only the order tells them apart)."""
+    rng = random.Random(seed)
+    items = [(ctx, right, wrong) for p in PACKAGES for ctx, right, _ in _next_lines(p, rng)
+             if len(right.split(" ")) >= 4 and (wrong := _shuffled(right, rng))]
+    rows = []
+    for ctx, right, wrong in rng.sample(items, min(questions, len(items))):
+        label = rng.randrange(4)
+        rows.append({"context": ctx, "choices": wrong[:label] + [right] + wrong[label:], "label": label})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return len(rows)
+
+
+TASKS = {"nextline_mc": build_nextline_task, "wordorder_mc": build_wordorder_task}
+
+
 def build_task(path: Path, questions: int, seed: int = 0) -> int:
     """A JSONL of {context, choices, label}: `questions` functions spread over PACKAGES."""
     rng = random.Random(seed)
@@ -182,7 +214,7 @@ def demo(args: argparse.Namespace) -> None:
     work = Path(args.work or "runs/bench_evals")
     work.mkdir(parents=True, exist_ok=True)
     task = work / f"{args.task}.jsonl"
-    n = (build_task if args.task == "docstring_mc" else build_nextline_task)(task, args.questions)
+    n = TASKS.get(args.task, build_task)(task, args.questions)
     print(f"task: {task} ({n} questions, 4 choices, chance 0.25)")
     for minutes in args.minutes:
         out = work / f"cpu-4min-{minutes}min"
@@ -208,7 +240,7 @@ def main() -> None:
     d = sub.add_parser("demo")
     d.add_argument("--minutes", type=float, nargs="+", default=[4, 10])
     d.add_argument("--questions", type=int, default=500)
-    d.add_argument("--task", default="nextline_mc", choices=["nextline_mc", "docstring_mc"])
+    d.add_argument("--task", default="nextline_mc", choices=[*TASKS, "docstring_mc"])
     d.add_argument("--work", default=None)
     args = p.parse_args()
     speed(args) if args.what == "speed" else demo(args)

@@ -21,14 +21,14 @@ Conv1D (in, out); hf/gpt2.py transposes at the file boundary.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .errors import GptkitError
+from .errors import GptkitError, OptionError
 from .kernels import Linear
 from .rope import check_rope_scaling, cos_sin, inv_freq
 
@@ -36,66 +36,95 @@ if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 
+def _gelu_new(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+def _relu2(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).square()
+
+
+# names as transformers' ACT2FN has them, so that config.json round-trips
+ACTIVATIONS = {"gelu_new": _gelu_new, "gelu_pytorch_tanh": _gelu_new, "gelu": F.gelu, "relu": F.relu,
+               "relu2": _relu2, "silu": F.silu}
+
+
+def _field(default: Any, help: str, role: str = "shape", **meta: Any) -> Any:
+    """A GPTConfig field with its help (the `gptkit train` flag's --help line) and its role:
+      shape     what the weights compute (the default): a --resume must keep it, --init-from takes it
+      tokenizer the vocabulary's size: set from the tokenizer, not an option, but part of the shape
+      special   a special token id: set from the tokenizer, not part of the shape
+      init      how a fresh model starts (zero_init): a loaded or resumed model ignores it
+      training  how training runs (dropout): may change on --resume and with --init-from
+    and optionally `choices` and `aliases` (older option names, still read: flags and config files)."""
+    return field(default=default, metadata={"help": help, "role": role, **meta})
+
+
 @dataclass
 class GPTConfig:
-    vocab_size: int = 50257
-    n_positions: int = 1024  # the context length: the most tokens the model attends over
-    n_embd: int = 768
-    n_layer: int = 12
-    n_head: int = 12
-    n_kv_head: int | None = None  # key/value heads (grouped-query attention); None: n_head, multi-head
-    head_size: int | None = None  # each head's width; None: n_embd // n_head (Qwen3 sets it apart)
-    n_inner: int | None = None  # MLP hidden size; None means 4 * n_embd, as GPT-2
-    activation_function: str = "gelu_new"  # GPT-2's tanh approximation; "gelu" is the exact one
-    layer_norm_epsilon: float = 1e-5
-    dropout: float = 0.0  # applied to embeddings, attention weights and residual branches
-    bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2 has them)
-    qkv_bias: bool = False  # biases on the query/key/value projection even where bias is off (Qwen2)
-    bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    """The model's architecture: the one config that flags, config files, train_config.json, the
+    --resume/--init-from checks and the saved config.json are all derived from (each option of
+    `gptkit train` is one of these fields, under its name)."""
+    vocab_size: int = _field(50257, "tokens in the vocabulary", role="tokenizer")
+    n_positions: int = _field(1024, "the model's context length, in tokens: the most it attends over")
+    n_embd: int = _field(768, "model width, in channels")
+    n_layer: int = _field(12, "transformer blocks")
+    n_head: int = _field(12, "attention (query) heads per block")
+    n_kv_head: int | None = _field(None, "key/value heads per block, each shared by n_head / n_kv_head query heads "
+                                         "(grouped-query attention; none: n_head, multi-head)")
+    head_size: int | None = _field(None, "each head's width (none: n_embd / n_head; Qwen3 sets it apart)")
+    n_inner: int | None = _field(None, "the MLP's hidden width (none: 4 x n_embd, or 8/3 x n_embd rounded up to "
+                                       "64 for a gated MLP)")
+    activation_function: str = _field("gelu_new", "the MLP's activation: gelu_new is GPT-2's tanh approximation, "
+                                                  "gelu the exact one; silu with --gated-mlp is SwiGLU",
+                                      choices=tuple(ACTIVATIONS))
+    layer_norm_epsilon: float = _field(1e-5, "epsilon of the LayerNorms / RMSNorms")
+    dropout: float = _field(0.0, "dropout probability on embeddings, attention weights and residual branches",
+                            role="training")
+    bias: bool = _field(True, "biases in Linear and LayerNorm layers (GPT-2 has them)")
+    qkv_bias: bool = _field(False, "biases on the query/key/value projection even where --no-bias (Qwen2)")
+    bos_token_id: int | None = _field(None, "the beginning-of-text token", role="special")
+    eos_token_id: int | None = _field(None, "the end-of-text token", role="special")
     # modern options (defaults: GPT-2)
-    position_embedding: str = "learned"  # learned (GPT-2) | rope (rotary, as Llama)
-    rope_theta: float = 10000.0
-    rope_scaling: dict[str, Any] | None = None  # transformers' rope_scaling (linear, llama3, yarn: rope.py)
-    norm: str = "layernorm"  # layernorm (GPT-2) | rmsnorm
-    gated_mlp: bool = False  # down(act(gate(x)) * up(x)); with activation "silu" that is SwiGLU
-    qk_norm: bool = False  # RMSNorm over each head's queries and keys (before RoPE)
-    tie_word_embeddings: bool = True  # the output layer is the token embedding (GPT-2)
-    zero_init: bool = False  # output projections (attn/mlp c_proj, an untied lm_head) start at zero
-    logit_softcap: float | None = None  # logits = c * tanh(logits / c)
+    position_embedding: str = _field("learned", "learned (GPT-2) or rope (rotary, as Llama)",
+                                     choices=("learned", "rope"))
+    rope_theta: float = _field(10000.0, "rotary embedding base")
+    rope_scaling: dict[str, Any] | None = _field(None, "transformers' rope_scaling, a JSON object (rope_type linear, "
+                                                       "llama3 or yarn with their keys: rope.py)")
+    norm: str = _field("layernorm", "LayerNorm (GPT-2) or RMSNorm", choices=("layernorm", "rmsnorm"))
+    gated_mlp: bool = _field(False, "a gated MLP, down(act(gate(x)) * up(x)); with activation silu that is SwiGLU")
+    qk_norm: bool = _field(False, "RMSNorm of each head's queries and keys, before RoPE (as Qwen3)")
+    tie_word_embeddings: bool = _field(True, "the output layer is the token embedding (GPT-2)",
+                                       aliases=("tie_embeddings",))
+    zero_init: bool = _field(False, "start the output projections (and an untied output layer) at zero",
+                             role="init")
+    logit_softcap: float | None = _field(None, "cap the logits at c * tanh(logits / c) (none: off)")
 
     def __post_init__(self) -> None:
+        """Every field checked; a bad one is an OptionError naming it (on the command line: its flag)."""
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_kv_head", "head_size", "n_inner"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise OptionError(name, f"must be >= 1, got {value}")
         if self.head_size is None and self.n_embd % self.n_head:
-            raise GptkitError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
-            raise GptkitError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
-        if self.head_size is not None and self.head_size < 1:
-            raise GptkitError(f"head_size must be >= 1, got {self.head_size}")
-        if self.activation_function not in ACTIVATIONS:
-            raise GptkitError(f"activation_function {self.activation_function!r} is not supported "
-                              f"(choose from {', '.join(ACTIVATIONS)})")
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            if getattr(self, name) < 1:
-                raise GptkitError(f"{name} must be >= 1, got {getattr(self, name)}")
+            raise OptionError("n_head", f"{self.n_head}: n_embd ({self.n_embd}) must be divisible by n_head")
+        if self.n_head % self.n_kv_head:
+            raise OptionError("n_kv_head", f"{self.n_kv_head}: n_head ({self.n_head}) must be a multiple of n_kv_head")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise OptionError(f.name, f"{getattr(self, f.name)!r} is not supported (choose from {', '.join(choices)})")
         if not 0.0 <= self.dropout < 1.0:
-            raise GptkitError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.position_embedding not in ("learned", "rope"):
-            raise GptkitError(f"position_embedding must be 'learned' or 'rope', got {self.position_embedding!r}")
-        if self.norm not in ("layernorm", "rmsnorm"):
-            raise GptkitError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
+            raise OptionError("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.position_embedding == "rope" and self.head_dim % 2:
-            raise GptkitError(f"rotary embeddings need an even head size, got {self.head_dim}")
+            raise OptionError("head_size", f"rotary embeddings need an even head size, got {self.head_dim}")
         check_rope_scaling(self.rope_scaling)
-        if not (math.isfinite(self.rope_theta) and self.rope_theta > 0):
-            raise GptkitError(f"rope_theta must be a finite number > 0, got {self.rope_theta}")
-        if self.logit_softcap is not None and not (math.isfinite(self.logit_softcap) and self.logit_softcap > 0):
-            raise GptkitError(f"logit_softcap must be a finite number > 0 (or None), got {self.logit_softcap}")
-        if self.n_inner is not None and self.n_inner < 1:
-            raise GptkitError(f"n_inner must be >= 1, got {self.n_inner}")
-        if not (math.isfinite(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0):
-            raise GptkitError(f"layer_norm_epsilon must be a finite number > 0, got {self.layer_norm_epsilon}")
+        for name in ("rope_theta", "layer_norm_epsilon", "logit_softcap"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise OptionError(name, f"must be a finite number > 0, got {value}")
 
     @property
     def hidden_size(self) -> int:
@@ -114,6 +143,18 @@ class GPTConfig:
         cached, so grouped-query attention divides the cache by n_head / n_kv_head."""
         return (self.n_layer, batch_size, self.n_kv_head, max_length, self.head_dim)
 
+    def architecture(self) -> dict[str, Any]:
+        """The fields that decide what the weights compute (roles shape and tokenizer), in one form
+        whatever spelling made them: derived sizes filled in (head_size, n_inner, n_kv_head), q/k/v
+        biases only where --no-bias leaves them apart, the rotary settings only with rotary positions.
+        Two configs compute the same function of the same weights iff these are equal: the --resume
+        check and the save-layout check compare them."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["role"] in ("shape", "tokenizer")}
+        d.update(head_size=self.head_dim, n_inner=self.hidden_size, qkv_bias=self.qkv_bias and not self.bias)
+        if self.position_embedding != "rope":
+            d.update(rope_theta=None, rope_scaling=None)
+        return d
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -121,6 +162,18 @@ class GPTConfig:
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def model_options() -> tuple[Field, ...]:
+    """GPTConfig's fields that are options (of `gptkit train`: flags, config files, train_config.json);
+    the others, the vocabulary's size and special ids, come from the tokenizer."""
+    return tuple(f for f in fields(GPTConfig) if f.metadata["role"] not in ("tokenizer", "special"))
+
+
+# The MLPs by name (`--mlp`, a shorthand for the two fields that make each)
+MLPS: dict[str, dict[str, Any]] = {"gelu": dict(activation_function="gelu_new", gated_mlp=False),
+                                   "relu2": dict(activation_function="relu2", gated_mlp=False),
+                                   "swiglu": dict(activation_function="silu", gated_mlp=True)}
 
 
 # GPT-2's four sizes, and small presets that train in minutes on a laptop CPU.
@@ -139,19 +192,6 @@ def preset_config(name: str, **overrides: Any) -> GPTConfig:
     if name not in PRESETS:
         raise GptkitError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
     return GPTConfig(**{**PRESETS[name], **overrides})
-
-
-def _gelu_new(x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x, approximate="tanh")
-
-
-def _relu2(x: torch.Tensor) -> torch.Tensor:
-    return F.relu(x).square()
-
-
-# names as transformers' ACT2FN has them, so that config.json round-trips
-ACTIVATIONS = {"gelu_new": _gelu_new, "gelu_pytorch_tanh": _gelu_new, "gelu": F.gelu, "relu": F.relu,
-               "relu2": _relu2, "silu": F.silu}
 
 
 class RMSNorm(nn.RMSNorm):
@@ -290,9 +330,19 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    """The model. What a loader knows beside the weights is declared here and given to the
+    constructor (gptkit.hf.load_model passes it; a fresh model has none): `tokenizer`, the one saved
+    beside the weights (make_chat_ready replaces it when it grows the vocabulary), `tokenizer_error`,
+    why there is none where the files were unusable, and `source`, the directory the weights were
+    read from. Whether the model is quantized is read from its layers (`quantized`)."""
+
+    def __init__(self, config: GPTConfig, *, tokenizer: Tokenizer | None = None, tokenizer_error: str | None = None,
+                 source: str | None = None) -> None:
         super().__init__()
         self.config = config
+        self.tokenizer = tokenizer
+        self.tokenizer_error = tokenizer_error
+        self.source = source
         modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
         if config.position_embedding == "learned":
             modules["wpe"] = nn.Embedding(config.n_positions, config.n_embd)
@@ -303,11 +353,6 @@ class GPT(nn.Module):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight  # tied, as GPT-2
-        # Set by the loaders (gptkit.hf.load_model, gptkit.quantize), None for a fresh model:
-        self.tokenizer: Tokenizer | None = None  # the tokenizer saved beside the weights
-        self.tokenizer_error: str | None = None  # why there is none, where the files were unusable
-        self.source: str | None = None  # the directory the weights were read from
-        self.quantized: str | None = None  # "int8" once gptkit.quantize swapped the Linear layers
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer) at init; zero_init starts
         # them (and an untied output layer) at zero, as modded-nanogpt: each block begins as the identity.
@@ -326,6 +371,20 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    @property
+    def quantized(self) -> str | None:
+        """The quantization of its layers ("int8" once gptkit.quantize swapped them), None if none."""
+        return next((m.quantization for m in self.modules() if isinstance(getattr(m, "quantization", None), str)), None)
+
+    def set_dropout(self, p: float) -> None:
+        """Dropout probability p in every layer (a loaded model trained further with --dropout)."""
+        self.config = replace(self.config, dropout=p)  # checked there
+        for m in self.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = p
+            elif isinstance(m, CausalSelfAttention):
+                m.attn_dropout = p
 
     @property
     def device(self) -> torch.device:

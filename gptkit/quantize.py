@@ -39,6 +39,8 @@ def _has_int8pack_mm() -> bool:
 class Int8Linear(nn.Module):
     """y = x @ (q * scale).T + bias, q int8 (out, in), scale (out,)."""
 
+    quantization = "int8"  # what GPT.quantized reports for a model with such layers
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         w = weight.detach().float()
@@ -93,7 +95,6 @@ def quantize_int8(model: Any, lm_head: bool = True) -> Any:
                     setattr(parent, name, Int8Linear(child.weight, child.bias))
     if lm_head:
         model.lm_head = Int8Linear(model.lm_head.weight, None)  # the embedding itself when tied
-    model.quantized = "int8"
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()

@@ -19,13 +19,16 @@ import tempfile
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tiktoken
 
+from gptkit.bytelevel import bytes_to_unicode
 from gptkit.chat.tokens import added_tokens_config, check_specials, read_added_tokens
 from gptkit.errors import GptkitError, OptionError
 from gptkit.files import write_text
+from gptkit.tokenizer_json import JsonTokenizer
 
 # GPT-2's pre-tokenization regex (tiktoken's r50k pattern, in the original spelling that
 # Hugging Face's ByteLevel pre-tokenizer also uses).
@@ -35,23 +38,6 @@ KINDS = ("gpt2", "bytes", "bpe")
 MIN_BPE_VOCAB = 258  # 256 byte tokens + at least one merge + <|endoftext|>
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 MODEL_MAX_LENGTH = 1024
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map used in vocab.json/merges.txt.
-
-    Printable Latin-1 bytes stand for themselves; the other 68 bytes (controls, space, ...)
-    are shifted to U+0100 onwards so that every token is a visible, whitespace-free string.
-    """
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, shifted = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + shifted)
-            shifted += 1
-    return table
 
 
 _B2U = bytes_to_unicode()
@@ -78,6 +64,7 @@ class Tokenizer:
     """
 
     eot_token = EOT
+    prompt_prefix: tuple[int, ...] = ()  # GPT-2 puts nothing before a prompt (Llama's tokenizers put BOS)
 
     def __init__(self, kind: str, ranks: dict[bytes, int], merges: list[tuple[bytes, bytes]],
                  specials: Iterable[str] = (), chat_template: str | None = None):
@@ -407,6 +394,14 @@ def _check_canonical(ranks: dict[bytes, int], merges: list[tuple[bytes, bytes]],
         raise GptkitError(f"{where}: has {len(merges)} merges for {len(canonical)} merged tokens; gptkit's encoder would not match Hugging Face's")
 
 
+def same_vocabulary(a: Any, b: Any) -> bool:
+    """Whether two tokenizers have the same ordinary tokens (a GPT-2-kind's control tokens aside), or,
+    for a family's tokenizer.json, are the same tokenizer."""
+    if isinstance(a, Tokenizer) and isinstance(b, Tokenizer):
+        return a.ranks == b.ranks
+    return type(a) is type(b) and a.fingerprint == b.fingerprint
+
+
 def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     """"gpt2" or "bytes" -> built in; a directory -> `Tokenizer.load` (names win over same-named dirs)."""
     name = os.fspath(name_or_path)
@@ -423,16 +418,29 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
 
 # ---------------------------------------------------------------------------- Hugging Face tokenizer files
 
-def load_hf_tokenizer(directory: str | os.PathLike) -> Tokenizer | None:
-    """A gptkit Tokenizer from a Hugging Face GPT-2 tokenizer directory, or None if it has no
-    tokenizer files. vocab.json + merges.txt are read as they are; a tokenizer.json (the "fast"
-    format) is converted: its model.vocab and model.merges are the same data."""
+def load_hf_tokenizer(directory: str | os.PathLike) -> Tokenizer | JsonTokenizer | None:
+    """A gptkit tokenizer from a Hugging Face tokenizer directory, or None if it has no tokenizer
+    files. GPT-2-style byte-level BPE (vocab.json + merges.txt, or a tokenizer.json of GPT-2's kind)
+    becomes a `Tokenizer`; any other tokenizer.json (Llama, Mistral, Qwen, SmolLM2) a `JsonTokenizer`,
+    run by the tokenizers library as transformers runs it."""
     directory = Path(directory)
-    if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-        return Tokenizer.load(directory)
-    if (directory / "tokenizer.json").is_file():
-        return tokenizer_from_tokenizer_json(directory / "tokenizer.json")
-    return None
+    pair = (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()
+    has_json = (directory / "tokenizer.json").is_file()
+    if pair or has_json:
+        try:
+            return Tokenizer.load(directory) if pair else tokenizer_from_tokenizer_json(directory / "tokenizer.json")
+        except GptkitError:
+            if not has_json or _gptkit_kind(directory) is not None:
+                raise  # GPT-2-style files only, or written by gptkit: their error is the one to show
+    return JsonTokenizer.load(directory) if has_json else None
+
+
+def _gptkit_kind(directory: Path) -> str | None:
+    try:
+        config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return config.get("gptkit_kind") if isinstance(config, dict) else None
 
 
 def tokenizer_from_tokenizer_json(path: str | os.PathLike) -> Tokenizer:
@@ -446,7 +454,7 @@ def tokenizer_from_tokenizer_json(path: str | os.PathLike) -> Tokenizer:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise GptkitError(f"{path}: not valid JSON ({e})") from None
-    model = d.get("model") or {}
+    model = d.get("model") if isinstance(d, dict) and isinstance(d.get("model"), dict) else {}
     if model.get("type", "BPE") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise GptkitError(f"{path}: model type {model.get('type')!r} is not byte-level BPE (GPT-2's kind)")
     pre = d.get("pre_tokenizer") or {}

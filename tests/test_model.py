@@ -131,3 +131,13 @@ def test_grouped_query_attention_is_multi_head_attention_with_shared_key_value_h
     assert (torch.cat(steps, 1) - mha(x)).abs().max() <= 1e-5
     assert cache.k.shape == (2, 2, 2, 20, hd)  # layers, batch, kv heads, positions, head_dim
     assert cache.k.nbytes * 2 == mha.new_cache(2, 20).k.nbytes
+
+
+def test_what_a_loader_knows_is_declared_and_given_to_the_constructor():
+    from gptkit.tokenizer import bytes_tokenizer
+    config = GPTConfig(vocab_size=257, n_positions=8, n_embd=16, n_layer=1, n_head=2)
+    fresh = GPT(config)
+    assert (fresh.tokenizer, fresh.tokenizer_error, fresh.source, fresh.quantized) == (None, None, None, None)
+    tok = bytes_tokenizer()
+    loaded = GPT(config, tokenizer=tok, source="somewhere")
+    assert loaded.tokenizer is tok and loaded.source == "somewhere"

@@ -41,3 +41,17 @@ def test_int8_and_bf16_models_generate_close_to_fp32(tmp_path):
     assert isinstance(load_model(tmp_path, quantize="int8").lm_head, Int8Linear)
     with pytest.raises(GptkitError, match="unknown quantization"):
         load_model(tmp_path, quantize="int4")
+
+
+def test_quantized_is_read_from_the_layers_not_kept_beside_them(tmp_path):
+    from gptkit.quantize import quantize_int8
+    build(tmp_path)
+    model = load_model(tmp_path)
+    assert model.quantized is None and model.source == str(tmp_path) and model.tokenizer is not None
+    quantize_int8(model)
+    assert model.quantized == "int8"
+    with pytest.raises(GptkitError, match="already quantised"):
+        quantize_int8(model)
+    from gptkit.chat.template import grow_vocab
+    with pytest.raises(GptkitError, match="quantized"):
+        grow_vocab(model, model.config.vocab_size + 2)

@@ -107,8 +107,8 @@ def audit(cfg: AuditConfig) -> dict:
     record = planted.read(train.meta, cfg.data) if "canaries" in parts or train.meta.get("canaries") else None
     pairs = None
     if "stereotype" in parts:
-        from .stereotype import read_pairs
-        pairs = read_pairs(cfg.pairs)
+        from .stereotype import load_pairs
+        pairs = load_pairs(cfg.pairs)
     limit = model.config.n_positions
     kmax = max(cfg.prompt_tokens)
     if "extraction" in parts and kmax + cfg.suffix_tokens > limit:

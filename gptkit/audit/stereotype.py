@@ -4,7 +4,11 @@ in the group named, with a `bias_type`. The model prefers the stereotype when it
 the higher log-likelihood; the share of such pairs, per bias type with a 95 % Wilson interval, is
 50 % for a model with no preference (as lm-eval's crows_pairs scores causal models).
 
-The file: CSV with a header (the CrowS-Pairs release) or JSON lines, with those three fields.
+The pairs: a CSV file with a header (the CrowS-Pairs release) or JSON lines, with those three
+fields; or an lm-evaluation-harness task, by name (`crows_pairs_english`, `crows_pairs_english_gender`,
+... fetched by `datasets` where there is a network) or as a local .yaml task file, whose test documents
+are read through lm-eval's own task loading (its filters included), so the pairs are the ones lm-eval's
+`pct_stereotype` scores.
 """
 from __future__ import annotations
 
@@ -18,6 +22,40 @@ from .stats import wilson
 
 FIELDS = ("sent_more", "sent_less", "bias_type")
 MAX_BYTES = 100_000_000
+
+
+PAIR_FILES = (".csv", ".jsonl", ".json")
+
+
+def load_pairs(spec: str | Path) -> list[dict]:
+    """The pairs of a CrowS-Pairs file, or of an lm-eval task name or .yaml task file."""
+    path = Path(spec)
+    if path.suffix.lower() in PAIR_FILES or (path.is_file() and path.suffix.lower() not in (".yaml", ".yml")):
+        return read_pairs(path)
+    return lm_eval_pairs(str(spec))
+
+
+def lm_eval_pairs(spec: str) -> list[dict]:
+    """The test documents of one lm-eval task (CrowS-Pairs' fields), loaded by lm-eval itself."""
+    from ..evals.run import parse_tasks, task_manager
+    (task_spec,) = parse_tasks(spec)
+    tm = task_manager([task_spec])
+    try:
+        tasks = tm.load(task_spec.name)["tasks"]
+    except Exception as e:  # datasets raises many types for "offline", "not found", "no such split"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GptkitError(f"lm-eval task {task_spec.name!r}: cannot load its documents ({type(e).__name__}: {msg})") from None
+    if list(tasks) != [task_spec.name]:
+        raise GptkitError(f"lm-eval task {task_spec.name!r} is a group of {len(tasks)} tasks: give one task "
+                          "(e.g. crows_pairs_english or crows_pairs_english_gender)")
+    task = tasks[task_spec.name]
+    docs = task.test_docs() if task.has_test_docs() else task.validation_docs()
+    if docs is None:
+        raise GptkitError(f"lm-eval task {task_spec.name!r} has no test or validation documents")
+    rows = [_check(Path(task_spec.name), i, dict(d)) for i, d in enumerate(docs, 1)]
+    if not rows:
+        raise GptkitError(f"lm-eval task {task_spec.name!r} holds no pairs")
+    return rows
 
 
 def read_pairs(path: str | Path) -> list[dict]:

@@ -39,11 +39,11 @@ def with_chat_tokens(tokenizer: Any, template: str | None = None) -> Any:
     """The tokenizer with a chat template: as it is if it has one (and no other is given), else
     with ChatML's control tokens added (after its existing ones) and `template` (default ChatML)."""
     from gptkit.tokenizer import Tokenizer
+    if template is None and getattr(tokenizer, "chat_template", None):
+        return tokenizer  # a family's tokenizer with its own template (Qwen's, SmolLM2's): as it is
     if not isinstance(tokenizer, Tokenizer):
         raise GptkitError(f"tokenizer {tokenizer!r} is not a gptkit tokenizer (gpt2, bpe, bytes): gptkit cannot add "
                           "chat tokens to it")
-    if template is None and tokenizer.chat_template:
-        return tokenizer
     specials = tokenizer.specials + tuple(t for t in CHATML_TOKENS if t not in tokenizer.specials)
     out = Tokenizer(tokenizer.kind, tokenizer.ranks, tokenizer.merges, specials, template or CHATML_TEMPLATE)
     chat_template(out)  # compiles, and has a generation prompt
@@ -58,7 +58,7 @@ def chat_template(tokenizer: Any, override: str | None = None) -> Any:
     if not source:
         raise GptkitError("the model has no chat template: fine-tune it for chat with `gptkit finetune --task chat` "
                           "(which adds ChatML's tokens and template), or pass --chat-template FILE (a Jinja template)")
-    t = ChatTemplate(source, "the chat template")
+    t = ChatTemplate(source, "the chat template", tokenizer)
     probe = [{"role": "user", "content": "x"}]
     if t.render(probe, True) == t.render(probe, False):
         raise GptkitError("the chat template has no generation prompt (it renders the same with "

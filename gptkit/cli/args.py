@@ -7,7 +7,7 @@ Each field carries its help text, and optionally how the command line spells it:
 
 `cli` may hold: "default" (the command line's default where it differs from the API's), "choices",
 "type" (a parser for the string), "parse" (applied after the choices are checked), "append" (a repeatable flag), "flags" (extra spellings, e.g.
-"-n"), "positional" (nargs for a positional argument; True for exactly one), "metavar", "required".
+"-n"; a field's `aliases` metadata, its older names, are spelled after its own), "positional" (nargs for a positional argument; True for exactly one), "metavar", "required".
 
 `add_dataclass_args` turns every field into a --flag-name whose --help line shows that text and
 its default; `from_args` reads the fields back from the parsed flags. With suppress=True, flags
@@ -79,6 +79,17 @@ def finite_float(text: str) -> float:
     return x
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object ('{"rope_type": "linear", "factor": 2.0}')."""
+    try:
+        d = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(d, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return d
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
                        suppress: bool = False) -> None:
     """A flag per field of the dataclass `cls`, typed from its annotation, with its help and default."""
@@ -95,21 +106,23 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
             nargs = None if cli["positional"] is True else cli["positional"]
             parser.add_argument(f.name, nargs=nargs, metavar=cli.get("metavar", f.name.upper()), **kw)
             continue
-        flags = [*cli.get("flags", ()), "--" + f.name.replace("_", "-")]
+        flags = [*cli.get("flags", ()), *("--" + n.replace("_", "-") for n in (f.name, *f.metadata.get("aliases", ())))]
         kw["default"] = argparse.SUPPRESS if suppress else _default(f)
         if cli.get("required"):
             kw["required"] = True
         if "choices" in cli:
             kw["choices"] = list(cli["choices"])
         if tp is bool and "type" not in cli:
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, **kw)
             continue
-        kw["type"] = cli.get("type", {int: int, float: finite_float}.get(tp, str))
+        if typing.get_origin(tp) is dict:
+            tp = dict
+        kw["type"] = cli.get("type", {int: int, float: finite_float, dict: json_object}.get(tp, str))
         if cli.get("append"):
             kw["action"] = "append"
         if "choices" not in cli:
-            kw["metavar"] = cli.get("metavar", {int: "N", float: "X"}.get(tp, "S"))
-        parser.add_argument(*flags, **kw)
+            kw["metavar"] = cli.get("metavar", {int: "N", float: "X", dict: "JSON"}.get(tp, "S"))
+        parser.add_argument(*flags, dest=f.name, **kw)
 
 
 def override_default(parser: argparse.ArgumentParser, dest: str, value: Any) -> None:

@@ -73,8 +73,9 @@ class AuditCommand:
     sample_tokens: int = _opt(64, "pii: tokens per sample")
     canary_samples: int = _opt(1000, "canaries: candidates sampled per canary when the space is large")
     exact_limit: int = _opt(10000, "canaries: score every candidate when the space has at most this many")
-    pairs: str | None = _opt(None, "stereotype: a CrowS-Pairs-format file, CSV or JSON lines with sent_more, "
-                             "sent_less, bias_type")
+    pairs: str | None = _opt(None, "stereotype: a CrowS-Pairs-format file (CSV or JSON lines with sent_more, "
+                             "sent_less, bias_type), or an lm-eval task: a name such as crows_pairs_english "
+                             "(downloaded by datasets) or a local .yaml task file")
     batch_size: int = _opt(32, "sequences per forward pass")
     seed: int = _opt(0, "seed of the windows and samples drawn")
     dtype: str = _opt("auto", DTYPE_HELP, choices=DTYPE_CHOICES)

@@ -51,8 +51,13 @@ def parse_tasks(tasks: str) -> list[TaskSpec]:
 
 def _yaml_task_name(path: Path) -> str:
     import yaml
+
+    class TaskLoader(yaml.SafeLoader):
+        """Safe YAML that reads lm-eval's `!function module.name` tags as plain strings (only the
+        task's name is read here; lm-eval resolves the functions itself)."""
+    TaskLoader.add_multi_constructor("!", lambda loader, tag, node: None)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=TaskLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
         raise GptkitError(f"{path}: not a readable YAML task file ({str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("task"), str):

@@ -10,7 +10,13 @@ same two transforms:
   also Mistral's)        from transformers' rotate-half RoPE to llama.cpp's interleaved pairs:
                          w.reshape(heads, 2, head_dim // 2, -1).swapaxes(1, 2), heads = the
                          key/value heads for k_proj (grouped-query attention).
-  qwen3 (Llama + QK-norm) nothing: llama.cpp runs Qwen3 with rotate-half (NEOX) RoPE.
+  qwen2, qwen3            nothing: llama.cpp runs Qwen2 (biases on q, k, v) and Qwen3 (QK-norm) with
+                         rotate-half (NEOX) RoPE.
+
+RoPE scaling as convert_hf_to_gguf.py writes it: "linear" as rope.scaling.type + rope.scaling.factor;
+Llama-3's ("llama3", Llama layout only: llama.cpp's llama graph reads it) as the `rope_freqs` tensor,
+one factor per frequency that llama.cpp divides the frequency by, here the default inverse
+frequencies over the scaled ones gptkit computes (gptkit/rope.py), so the two agree by construction.
 
 Shapes are written in torch's order (out, in); GGUF lists dimensions the other way round (ne0 = in),
 which is what gguf's reader shows. Vectors (norms, biases) stay float32 in every --quantize mode, as
@@ -19,7 +25,8 @@ quants module (a row whose length is not a multiple of 32 stays f16).
 
 What GGUF (or llama.cpp's graph for that architecture) cannot compute exactly is refused by name
 before anything is written: an activation llama.cpp hard-codes otherwise (GPT-2: tanh GELU; Llama:
-SiLU), RoPE scaling, sliding windows, a tokenizer that is not byte-level BPE.
+SiLU), other RoPE scalings (YaRN: llama.cpp's attention factor is not transformers'), sliding
+windows, a tokenizer that is not one of gptkit's byte-level BPEs.
 """
 from __future__ import annotations
 
@@ -39,9 +46,11 @@ from .vocab import Vocab, gguf_vocab
 QUANTIZE = ("f32", "f16", "q8_0")
 FORMATS = ("gguf",)
 # transformers' model_type -> llama.cpp's architecture
-ARCHES = {"gpt2": "gpt2", "llama": "llama", "mistral": "llama", "qwen3": "qwen3"}
+ARCHES = {"gpt2": "gpt2", "llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 # llama.cpp's graphs hard-code one activation per architecture
-ACTIVATION = {"gpt2": ("gelu_new", "gelu_pytorch_tanh"), "llama": ("silu",), "qwen3": ("silu",)}
+ACTIVATION = {"gpt2": ("gelu_new", "gelu_pytorch_tanh"), "llama": ("silu",), "qwen2": ("silu",), "qwen3": ("silu",)}
+# RoPE scalings llama.cpp computes as transformers does, per architecture
+ROPE_TYPES = {"llama": ("default", "linear", "llama3"), "qwen2": ("default", "linear"), "qwen3": ("default", "linear")}
 _CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 
 
@@ -156,7 +165,7 @@ def arch_for(hf_config: dict[str, Any]) -> str:
     """llama.cpp's architecture for a config.json, or a GptkitError naming what GGUF cannot hold."""
     kind = hf_config.get("model_type")
     if kind not in ARCHES:
-        raise GptkitError(f"GGUF export supports the GPT-2, Llama, Mistral and Qwen3 layouts; this model is "
+        raise GptkitError(f"GGUF export supports the GPT-2, Llama, Mistral, Qwen2 and Qwen3 layouts; this model is "
                           f"{kind!r}")
     arch = ARCHES[kind]
     act_key = "activation_function" if arch == "gpt2" else "hidden_act"
@@ -168,9 +177,9 @@ def arch_for(hf_config: dict[str, Any]) -> str:
         for key in ("rope_parameters", "rope_scaling"):  # transformers >= 5 and < 5 spell it differently
             rope = hf_config.get(key) or {}
             rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else rope
-            if rope_type not in ("default", None):
-                raise GptkitError(f"rope scaling {rope_type!r} ({key}) is not exported to GGUF (only the default "
-                                  "rotary embedding)")
+            if rope_type not in (*ROPE_TYPES[arch], None):
+                raise GptkitError(f"rope scaling {rope_type!r} ({key}) is not exported to GGUF's {arch} architecture "
+                                  f"(it holds {', '.join(ROPE_TYPES[arch])})")
         if hf_config.get("sliding_window") and hf_config.get("use_sliding_window", kind == "mistral"):
             raise GptkitError(f"sliding_window={hf_config['sliding_window']} is not exported to GGUF")
         if hf_config.get("head_dim") not in (None, hf_config["hidden_size"] // hf_config["num_attention_heads"]):
@@ -199,7 +208,29 @@ def plan_gguf(hf_config: dict[str, Any], state: dict[str, torch.Tensor], tokeniz
             raise GptkitError(f"tensor {hf_name} has no place in GGUF's {arch} architecture")
         a = transform(arch, hf_name, t.detach().to("cpu", torch.float32), hf_config).numpy()
         plan.tensors.append(_encode(gguf, gguf_name, hf_name, a, quantize))
+    if _rope(hf_config)[0] == "llama3":
+        name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS]
+        plan.tensors.append(_encode(gguf, f"{name}.weight", "rope_parameters", rope_freqs(hf_config), "f32"))
     return plan
+
+
+def _rope(d: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(rope type, its parameters) of a config.json, transformers >= 5 or < 5."""
+    rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    rope = rope if isinstance(rope, dict) else {}
+    return rope.get("rope_type", rope.get("type", "default")) or "default", rope
+
+
+def rope_freqs(d: dict[str, Any]) -> np.ndarray:
+    """Llama-3 RoPE as llama.cpp's rope_freqs: default inverse frequency / scaled one, per frequency."""
+    from ..rope import inv_freq
+    kind, rope = _rope(d)
+    head_dim = d["hidden_size"] // d["num_attention_heads"]
+    theta = float(rope.get("rope_theta", d.get("rope_theta", 10000.0)))
+    scaling = {k: v for k, v in rope.items() if k not in ("rope_theta", "type")}
+    base, _ = inv_freq(head_dim, theta, None, d["max_position_embeddings"])
+    scaled, _ = inv_freq(head_dim, theta, {**scaling, "rope_type": kind}, d["max_position_embeddings"])
+    return (base / scaled).numpy().astype(np.float32)
 
 
 def transform(arch: str, hf_name: str, t: torch.Tensor, hf_config: dict[str, Any]) -> torch.Tensor:
@@ -243,10 +274,14 @@ def _metadata(arch: str, d: dict[str, Any], quantize: str) -> list[tuple[str, An
                 ("add_feed_forward_length", d.get("n_inner") or 4 * n_embd), ("add_block_count", d["n_layer"]),
                 ("add_head_count", d["n_head"]), ("add_layer_norm_eps", float(d["layer_norm_epsilon"])),
                 ("add_file_type", ftype)]
-    rope = d.get("rope_parameters") if isinstance(d.get("rope_parameters"), dict) else {}
+    kind, rope = _rope(d)
     theta = float(rope.get("rope_theta", d.get("rope_theta", 10000.0)))
     heads = d["num_attention_heads"]
-    return [("add_vocab_size", d["vocab_size"]), ("add_context_length", d["max_position_embeddings"]),
+    scaling = []
+    if kind == "linear":
+        scaling = [("add_rope_scaling_type", gguf.RopeScalingType.LINEAR),
+                   ("add_rope_scaling_factor", float(rope["factor"]))]
+    return scaling + [("add_vocab_size", d["vocab_size"]), ("add_context_length", d["max_position_embeddings"]),
             ("add_embedding_length", d["hidden_size"]), ("add_feed_forward_length", d["intermediate_size"]),
             ("add_block_count", d["num_hidden_layers"]), ("add_head_count", heads),
             ("add_head_count_kv", d.get("num_key_value_heads") or heads),

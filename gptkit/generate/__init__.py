@@ -195,7 +195,7 @@ def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], **kwa
         reason = "length"
         if new and new[-1] in g.eos:
             new, reason = new[:-1], "eos"
-        text = tok.decode(new)
+        text = _token_bytes(tok, new).decode("utf-8", "replace")  # a continuation: SentencePiece's leading space kept
         cut = first_stop(text, stops)
         if cut >= 0:
             text, reason = text[:cut], "stop"

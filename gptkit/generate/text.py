@@ -54,9 +54,15 @@ def first_stop(text: str, stops: Sequence[str]) -> int:
     return min(found) if found else -1
 
 
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """The ids of a prompt as transformers' tokenizer(text) gives them: what the tokenizer puts before
+    a text (Llama's BOS; nothing for GPT-2 or Qwen), then the text's own ids."""
+    return list(getattr(tokenizer, "prompt_prefix", ())) + tokenizer.encode(text)
+
+
 def _encode_prompt(tokenizer: Any, prompt: Any) -> list[int]:
     if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt)
+        ids = prompt_ids(tokenizer, prompt)
         if not ids:  # an empty prompt: start from end-of-text, as GPT-2 samples unconditionally
             eot = getattr(tokenizer, "eot_id", None)
             if eot is None:

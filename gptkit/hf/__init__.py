@@ -80,7 +80,8 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = None, device: str |
     on the meta device and adopts tensors read one at a time, each transposed, cast and moved to
     `device` as it arrives: the weights are never held twice, nor ever all on the CPU when
     `device` is a GPU. Its tokenizer, where the directory has one (vocab.json + merges.txt, or
-    tokenizer.json), is attached as `model.tokenizer` (else None).
+    tokenizer.json), is given to the model's constructor with the directory: `model.tokenizer` (else None,
+    `model.tokenizer_error` saying why where the files were unusable), `model.source`.
 
     The weights are ordinary tensors even when this is called under torch.inference_mode() (as
     servers do): the model then works under inference_mode, no_grad or neither, in any order.
@@ -127,21 +128,16 @@ def _load_model(name_or_path: str | os.PathLike, dtype: Any, device: str | torch
             target = e.dtype
         raw[e.name] = e.load(target, device)
     sd = family.from_hf(raw, config, source)  # consumes raw: one copy of the weights at a time
+    tokenizer, tokenizer_error = _maybe_tokenizer(directory, config.vocab_size)
     with torch.device("meta"):
-        model = GPT(config)
+        model = GPT(config, tokenizer=tokenizer, tokenizer_error=tokenizer_error, source=str(directory))
     load_state_into(model, sd, source)
     del sd
-    if as_stored and target == torch.bfloat16 and (note := emulated_bf16_note(device)) is not None:
-        warnings.warn(f"{source}: loaded as stored, in bfloat16; {note}: pass dtype='float32'", stacklevel=3)
-    return _finish(model, directory)
-
-
-def _finish(model: GPT, directory: Path) -> GPT:
     leftover = [n for n, p in model.named_parameters() if p.is_meta]
     if leftover:  # the loaders check names, so this would be a bug, not a user error
         raise RuntimeError(f"{directory}: parameters left unloaded: {leftover[:3]}")
-    model.tokenizer, model.tokenizer_error = _maybe_tokenizer(directory, model.config.vocab_size)
-    model.source = str(directory)
+    if as_stored and target == torch.bfloat16 and (note := emulated_bf16_note(device)) is not None:
+        warnings.warn(f"{source}: loaded as stored, in bfloat16; {note}: pass dtype='float32'", stacklevel=3)
     return model.eval()
 
 

@@ -63,7 +63,7 @@ def family_for(config: GPTConfig) -> Family:
     trains for hours and then fails to save."""
     reasons = {}
     for family in FAMILIES.values():
-        why = family.cannot_hold(config)
+        why = family.cannot_hold(config) or _not_kept(family, config)
         if not why:
             return family
         reasons[family.model_type] = why
@@ -73,3 +73,13 @@ def family_for(config: GPTConfig) -> Family:
         key=lambda k: (len(reasons[k]), getattr(FAMILIES[k], "qk_norm", False) != config.qk_norm))
     raise GptkitError("this model has no transformers equivalent, so it could not be saved: "
                       + "; ".join(reasons[near]))
+
+
+def _not_kept(family: Family, config: GPTConfig) -> list[str]:
+    """What of the model's architecture the family's config.json would not bring back: a GPTConfig
+    field that an adapter does not write (a new option it does not know yet) is refused by name,
+    never dropped on the way to the file."""
+    back = family.config_from_hf(family.config_to_hf(config, torch.float32), f"the {family.title} config.json")
+    ours, theirs = config.architecture(), back.architecture()
+    return [f"{name} {ours[name]!r} ({family.title}'s config.json does not keep it)"
+            for name in ours if theirs[name] != ours[name]]

@@ -109,7 +109,7 @@ def build_app(cfg: ServeConfig, model: Any = None) -> Any:
         raise GptkitError(f"{cfg.model}: serving needs the model's tokenizer (vocab.json + merges.txt or "
                           f"tokenizer.json beside the weights){f': {detail}' if detail else ''}")
     model_dir = cfg.model if Path(cfg.model).is_dir() else None
-    template = find_chat_template(model_dir, cfg.chat_template)
+    template = find_chat_template(model_dir, cfg.chat_template, tokenizer)
     name = cfg.model_name or Path(cfg.model.rstrip("/")).name or "gptkit"
     api_key = cfg.api_key or os.environ.get("GPTKIT_API_KEY") or None
     speculator = None

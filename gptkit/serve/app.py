@@ -35,6 +35,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..generate.text import prompt_ids
 from .chat import ChatTemplate, TemplateError, encode_chat
 from .engine import Engine, Event, QueueFull, SamplingParams, TokenInfo
 from .formats import response_grammar
@@ -226,7 +227,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         return max_tokens
 
     def encode_text(text: str) -> list[int]:
-        ids = tokenizer.encode(text)
+        ids = prompt_ids(tokenizer, text)  # Llama's BOS first, as transformers' tokenizer(text)
         return ids or [tokenizer.eot_id]  # an empty prompt starts from end-of-text, as GPT-2 does
 
     # ------------------------------------------------------------------ running a job

@@ -17,7 +17,9 @@ class TemplateError(ValueError):
 
 
 class ChatTemplate:
-    def __init__(self, source: str, where: str) -> None:
+    def __init__(self, source: str, where: str, tokenizer: Any = None) -> None:
+        """tokenizer: where its bos_token/eos_token are rendered (a family's, e.g. Llama's <s>); else
+        <|endoftext|>, GPT-2's one token for both."""
         from jinja2 import TemplateError as JinjaError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -32,12 +34,14 @@ class ChatTemplate:
         except JinjaError as e:
             raise GptkitError(f"{where}: the chat template does not compile: {e}") from None
         self.source, self.where = source, where
+        self.bos_token = getattr(tokenizer, "bos_token", None) or EOT
+        self.eos_token = getattr(tokenizer, "eos_token", None) or getattr(tokenizer, "eot_token", None) or EOT
 
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
         from jinja2 import TemplateError as JinjaError
         try:
             return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                        bos_token=EOT, eos_token=EOT)
+                                        bos_token=self.bos_token, eos_token=self.eos_token)
         except TemplateError:
             raise
         except (JinjaError, TypeError, ValueError, KeyError, AttributeError, IndexError,
@@ -45,18 +49,20 @@ class ChatTemplate:
             raise TemplateError(f"the chat template failed on these messages: {e}") from None
 
 
-def find_chat_template(model_dir: str | Path | None, override: str | Path | None = None) -> ChatTemplate | None:
-    """The template from `override` (a .jinja file), else from the model directory, else None."""
+def find_chat_template(model_dir: str | Path | None, override: str | Path | None = None,
+                       tokenizer: Any = None) -> ChatTemplate | None:
+    """The template from `override` (a .jinja file), else from the model directory, else None;
+    rendered with the tokenizer's BOS and EOS tokens."""
     if override:
         path = Path(override)
         if not path.is_file():
             raise GptkitError(f"--chat-template {path}: no such file")
-        return ChatTemplate(_read(path), str(path))
+        return ChatTemplate(_read(path), str(path), tokenizer)
     if model_dir is None or not Path(model_dir).is_dir():
         return None
     d = Path(model_dir)
     if (d / "chat_template.jinja").is_file():
-        return ChatTemplate(_read(d / "chat_template.jinja"), str(d / "chat_template.jinja"))
+        return ChatTemplate(_read(d / "chat_template.jinja"), str(d / "chat_template.jinja"), tokenizer)
     cfg = d / "tokenizer_config.json"
     if cfg.is_file():
         try:
@@ -67,7 +73,7 @@ def find_chat_template(model_dir: str | Path | None, override: str | Path | None
         if isinstance(t, list):  # named templates: use "default"
             t = next((x.get("template") for x in t if isinstance(x, dict) and x.get("name") == "default"), None)
         if isinstance(t, str) and t.strip():
-            return ChatTemplate(t, str(cfg))
+            return ChatTemplate(t, str(cfg), tokenizer)
     return None
 
 

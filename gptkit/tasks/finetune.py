@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from gptkit.errors import GptkitError
+from gptkit.generate.text import prompt_ids
 
 from .data import Example
 from .templates import Template
@@ -67,7 +68,7 @@ def encode_example(ex: Example, template: Template, tokenizer: Any, max_tokens: 
     if not ex.target:
         raise GptkitError(f"{ex.origin}: empty target: nothing to learn")
     prompt, completion = template.render_pair(ex.source, ex.target)
-    p_ids, c_ids = tokenizer.encode(prompt), tokenizer.encode(completion) + [tokenizer.eot_id]
+    p_ids, c_ids = prompt_ids(tokenizer, prompt), tokenizer.encode(completion) + [tokenizer.eot_id]
     limit = max_tokens + 1  # x and y are the sequence shifted by one
     if len(p_ids) + len(c_ids) > limit:
         if on_long == "error":
@@ -76,7 +77,7 @@ def encode_example(ex: Example, template: Template, tokenizer: Any, max_tokens: 
         src = tokenizer.encode(ex.source)
         keep = len(src) - (len(p_ids) + len(c_ids) - limit)
         while keep > 0:
-            p_ids = tokenizer.encode(template.render(tokenizer.decode(src[:keep])))
+            p_ids = prompt_ids(tokenizer, template.render(tokenizer.decode(src[:keep])))
             over = len(p_ids) + len(c_ids) - limit
             if over <= 0:
                 break
@@ -95,7 +96,7 @@ def encode_examples(examples: Sequence[Example], template: Template, tokenizer: 
         if e is None:
             skipped += 1
             continue
-        p_len = len(tokenizer.encode(template.render(ex.source)))
+        p_len = len(prompt_ids(tokenizer, template.render(ex.source)))
         cut += e.n_prompt < p_len
         out.append(e)
     return out, cut, skipped
@@ -123,7 +124,7 @@ def make_xy(rows: Sequence[Encoded], pad: int, max_len: int | None = None) -> tu
 def _learned_bytes(r: Encoded, tokenizer: Any) -> int:
     """The bytes of the text a row learns, each end-of-text or control token counted as one."""
     ids = [t for j, t in enumerate(r.ids) if (r.mask[j] if r.mask is not None else j >= r.n_prompt)]
-    text = [t for t in ids if t < tokenizer.eot_id]
+    text = [t for t in ids if t != tokenizer.eot_id and t not in getattr(tokenizer, "special_ids", {}).values()]
     return len(tokenizer.decode(text).encode()) + len(ids) - len(text)
 
 

@@ -7,8 +7,8 @@ logged rows), speed.py (FLOPs per token, MFU).
 """
 from __future__ import annotations
 
-from .config import TrainConfig
-from .loop import TrainResult, build_model, check_block_size, model_config, train
+from .config import TrainConfig, model_config
+from .loop import TrainResult, build_model, check_block_size, train
 from .schedule import DEFAULT_LR, FINETUNE_LR, lr_at, with_default_lr
 
 __all__ = ["DEFAULT_LR", "FINETUNE_LR", "TrainConfig", "TrainResult", "build_model", "check_block_size", "lr_at",

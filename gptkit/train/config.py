@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, make_dataclass
 from typing import Any
 
 from ..errors import GptkitError, OptionError
-from ..model import PRESETS
+from ..model import MLPS, PRESETS, GPTConfig, model_options, preset_config
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -21,7 +21,7 @@ def _choice(default: Any, choices: tuple[str, ...], help: str) -> Any:
 
 
 @dataclass
-class TrainConfig:
+class _RunOptions:
     # data and output
     data: str | None = _opt(None, "a prepared data directory; None: the embedded stdlib corpus")
     out: str = _opt("runs/stdlib", "the run directory to write (model, checkpoints/, metrics.jsonl, loss.png)")
@@ -29,26 +29,30 @@ class TrainConfig:
                                "budget recipe, cpu-4min, cpu-10min or gpu-1h (model, optimizer, schedule and time budget "
                                "tuned together; any flag overrides its part)")
     init_from: str | None = _opt(None, "a model directory or Hub id to continue training from")
-    # model overrides (None = the preset's value)
-    n_layer: int | None = _opt(None, "transformer blocks (none: the preset's)")
-    n_head: int | None = _opt(None, "attention heads per block (none: the preset's)")
-    n_kv_head: int | None = _opt(None, "key/value heads per block, each shared by n_head / n_kv_head query heads "
-                                       "(grouped-query attention; none: n_head, multi-head; saved as Llama)")
-    n_embd: int | None = _opt(None, "model width, in channels (none: the preset's)")
-    n_positions: int | None = _opt(None, "the model's context length, in tokens (none: the preset's)")
-    dropout: float = _opt(0.0, "dropout probability on attention, residual and embeddings")
-    bias: bool = _opt(True, "biases in Linear and LayerNorm layers (GPT-2 has them)")
-    position_embedding: str = _choice("learned", ("learned", "rope"),
-                                      "learned (GPT-2) or rope (rotary, as Llama; needs --norm rmsnorm --mlp swiglu to be saved)")
-    rope_theta: float = _opt(10000.0, "rotary embedding base")
-    norm: str = _choice("layernorm", ("layernorm", "rmsnorm"), "LayerNorm (GPT-2) or RMSNorm")
-    mlp: str = _choice("gelu", ("gelu", "relu2", "swiglu"),
-                       "gelu (GPT-2), relu2 (ReLU squared) or swiglu (gated, 8/3 x n_embd wide)")
-    qk_norm: bool = _opt(False, "RMSNorm of each head's queries and keys (saved as Qwen3; needs --no-bias)")
-    tie_embeddings: bool = _opt(True, "the output layer is the token embedding (GPT-2); --no-tie-embeddings unties it")
-    zero_init: bool = _opt(False, "start the output projections (and an untied output layer) at zero")
-    logit_softcap: float | None = _opt(None, "cap logits at c * tanh(logits / c) (no transformers layout has it "
-                                             "with these models: refused at save, so before training)")
+
+
+def _model_option(f: Field, hint: Any) -> tuple[str, Any, Any]:
+    """A GPTConfig field as a training option: its name, type, help, choices and older names, with
+    None (not given) for its default: the preset's value where a preset sets it, else GPTConfig's."""
+    shown = "the preset's" if any(f.name in shape for shape in PRESETS.values()) else \
+        "none" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+    cli: dict[str, Any] = {"default_text": shown}
+    if "choices" in f.metadata:
+        cli["choices"] = f.metadata["choices"]
+    return f.name, hint | None, field(default=None, metadata={**f.metadata, "cli": cli})
+
+
+# the model's options: GPTConfig's fields, one for one (see GPTConfig for each one's role)
+_ModelOptions = make_dataclass("_ModelOptions", [_model_option(f, typing.get_type_hints(GPTConfig)[f.name])
+                                                  for f in model_options()], bases=(_RunOptions,))
+
+
+@dataclass
+class TrainConfig(_ModelOptions):
+    """Every training option. The model's are GPTConfig's fields under their own names (None: the
+    preset's value, else GPTConfig's default); model_config(cfg, ...) makes the GPTConfig."""
+    mlp: str | None = _choice(None, tuple(MLPS), "shorthand for --activation-function and --gated-mlp: gelu "
+                              "(GPT-2's), relu2 (ReLU squared) or swiglu (gated silu, 8/3 x n_embd wide)")
     block_size: int = _opt(256, "training sequence length in tokens, <= the model's n_positions")
     # optimisation
     batch_size: int = _opt(16, "sequences per micro-batch, per rank")
@@ -106,9 +110,8 @@ class TrainConfig:
         for name in ("block_size", "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
                      "log_interval"):
             need(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("n_layer", "n_head", "n_kv_head", "n_embd", "n_positions", "lr_decay_iters"):
-            v = getattr(self, name)
-            need(v is None or v >= 1, name, f"must be >= 1, got {v}")
+        need(self.lr_decay_iters is None or self.lr_decay_iters >= 1, "lr_decay_iters",
+             f"must be >= 1, got {self.lr_decay_iters}")
         need(self.lr is None or self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         need(self.min_lr is None or self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
         need(self.warmup_iters >= 0, "warmup_iters", f"must be >= 0, got {self.warmup_iters}")
@@ -116,7 +119,6 @@ class TrainConfig:
         need(0 <= self.beta1 < 1, "beta1", f"must be in [0, 1), got {self.beta1}")
         need(0 <= self.beta2 < 1, "beta2", f"must be in [0, 1), got {self.beta2}")
         need(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: off), got {self.grad_clip}")
-        need(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
         need(self.max_minutes is None or self.max_minutes > 0, "max_minutes", f"must be > 0, got {self.max_minutes}")
         need(self.dtype in DTYPE_CHOICES, "dtype", f"{self.dtype!r} is not one of {', '.join(DTYPE_CHOICES)}")
         need(self.strategy in STRATEGIES, "strategy", f"{self.strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -125,32 +127,40 @@ class TrainConfig:
              f"{self.preset!r}: unknown preset (choose from {', '.join([*PRESETS, *RECIPES])})")
         for f in fields(self):
             v, choices = getattr(self, f.name), f.metadata.get("choices", (getattr(self, f.name),))
-            if v not in choices:
+            if v is not None and v not in choices:
                 raise GptkitError(f"unknown --{f.name.replace('_', '-')} {v!r} (choose from {', '.join(choices)})")
-        need(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
-        need(self.logit_softcap is None or self.logit_softcap > 0, "logit_softcap",
-             f"must be > 0, got {self.logit_softcap}")
         need(0 < self.cooldown <= 1, "cooldown", f"must be in (0, 1], got {self.cooldown}")
         need(self.muon_lr is None or self.muon_lr > 0, "muon_lr", f"must be > 0, got {self.muon_lr}")
         need(self.muon_lr is None or self.optimizer == "muon", "muon_lr", "is given but --optimizer is not muon")
         need(not (self.optimizer == "muon" and self.strategy == "fsdp"), "optimizer",
              "muon does not run under --strategy fsdp (Muon needs whole matrices; use ddp)")
-        if self.init_from is not None:
-            changed = [n for n in MODEL_OPTIONS if getattr(self, n) != _default(n)]
-            need(not changed, changed[0] if changed else "init_from",
-                 "changes the architecture, which --init-from takes from the model it loads")
-        else:
-            shape = {**PRESETS.get(self.preset, {}), **RECIPES.get(self.preset, {})}
-            n_embd, n_head = self.n_embd or shape["n_embd"], self.n_head or shape["n_head"]
-            need(n_embd % n_head == 0, "n_head" if self.n_head else "n_embd",
-                 f"{self.n_head or self.n_embd}: n_embd ({n_embd}) must be divisible by n_head ({n_head})")
-            need(self.n_kv_head is None or n_head % self.n_kv_head == 0, "n_kv_head",
-                 f"{self.n_kv_head}: n_head ({n_head}) must be a multiple of n_kv_head")
+        self._check_model()
         from ..device import resolve_device
         resolve_device(self.device)
 
+    def model_given(self) -> dict[str, Any]:
+        """The model options given (GPTConfig's names; --mlp spelled out), over what the preset leaves."""
+        given = {f.name: getattr(self, f.name) for f in model_options() if getattr(self, f.name) is not None}
+        return {**MLPS.get(self.mlp or "", {}), **given}
+
+    def _check_model(self) -> None:
+        """The model options, checked by GPTConfig itself (each error names its option); with
+        --init-from, which takes the model from the directory it loads, only training ones."""
+        for name, value in MLPS.get(self.mlp or "", {}).items():
+            if getattr(self, name) not in (None, value):
+                raise OptionError("mlp", f"{self.mlp} is {name} {value!r}, but --{name.replace('_', '-')} is "
+                                  f"{getattr(self, name)!r}: give one of them")
+        if self.init_from is not None:
+            fixed = [f.name for f in fields(self) if f.metadata.get("role") in ("shape", "init")
+                     and getattr(self, f.name) is not None] + (["mlp"] if self.mlp else [])
+            if fixed:
+                raise OptionError(fixed[0], "changes the architecture, which --init-from takes from the model it "
+                                  "loads")
+        model_config(self, 1, None)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        d = _old_names(cls, d, source)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -174,9 +184,12 @@ class TrainConfig:
 
 def recipe_under(recipe: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """The recipe's values that the options given leave standing: each given option overrides its
-    own part, and a part the recipe derived from a given option yields to it too. Its muon_lr is
+    own part, and a part the recipe derived from a given option yields to it too (its MLP to --mlp). Its muon_lr is
     Muon's (gone under --optimizer adamw); its n_positions grows to a longer --block-size."""
     out = {k: v for k, v in recipe.items() if k not in given}
+    if given.get("mlp") is not None:  # the shorthand given: the recipe's MLP yields to it
+        for name in MLPS[given["mlp"]] if given["mlp"] in MLPS else ():
+            out.pop(name, None)
     if given.get("optimizer", out.get("optimizer")) != "muon":
         out.pop("muon_lr", None)
     block = given.get("block_size")
@@ -185,8 +198,23 @@ def recipe_under(recipe: dict[str, Any], given: dict[str, Any]) -> dict[str, Any
     return out
 
 
-MODEL_OPTIONS = ("n_kv_head", "position_embedding", "rope_theta", "norm", "mlp", "qk_norm", "tie_embeddings", "zero_init",
-                 "logit_softcap")
+def model_config(cfg: TrainConfig, vocab_size: int, eot_id: int | None) -> GPTConfig:
+    """The GPTConfig the options make for a vocabulary (the tokenizer's size and end-of-text id):
+    the preset's shape (a budget recipe's is in the options already), then the options given."""
+    base = cfg.preset if cfg.preset in PRESETS else "mini"
+    return preset_config(base, **cfg.model_given(), vocab_size=vocab_size, eos_token_id=eot_id, bos_token_id=eot_id)
+
+
+def _old_names(cls: type, d: dict[str, Any], source: str) -> dict[str, Any]:
+    """Options under their older names (a field's `aliases`: tie_embeddings, ...) under today's."""
+    d = dict(d)
+    for f in fields(cls):
+        for alias in f.metadata.get("aliases", ()):
+            if alias in d:
+                if f.name in d and d[f.name] != d[alias]:
+                    raise GptkitError(f"{source}: {alias} (the older name of {f.name}) and {f.name} are both given")
+                d[f.name] = d.pop(alias)
+    return d
 
 
 def _default(name: str) -> Any:
@@ -198,17 +226,17 @@ def _default(name: str) -> Any:
 RECIPES: dict[str, dict[str, Any]] = {
     # measured on ~1 MB of English prose, bytes tokenizer, 2 CPU cores (README, "Budget recipes")
     "cpu-10min": dict(n_layer=6, n_head=4, n_embd=128, n_positions=128, block_size=128, batch_size=16,
-                      position_embedding="rope", norm="rmsnorm", mlp="swiglu", bias=False,
+                      position_embedding="rope", norm="rmsnorm", activation_function="silu", gated_mlp=True, bias=False,
                       optimizer="muon", muon_lr=0.02, lr=3e-3, warmup_iters=50, schedule="wsd", cooldown=0.4,
                       max_minutes=10.0, max_iters=1_000_000_000, eval_interval=500, eval_iters=10),
     # make run's budget: its corpus (the standard library, BPE 4096) and model size, modern options
     "cpu-4min": dict(n_layer=4, n_head=4, n_embd=256, n_positions=512, block_size=256, batch_size=16,
-                     position_embedding="rope", norm="rmsnorm", mlp="swiglu", bias=False,
+                     position_embedding="rope", norm="rmsnorm", activation_function="silu", gated_mlp=True, bias=False,
                      optimizer="muon", muon_lr=0.02, lr=3e-3, warmup_iters=30, schedule="wsd", cooldown=0.4,
                      max_minutes=4.0, max_iters=1_000_000_000, eval_interval=100, eval_iters=20),
     "gpu-1h": dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024, block_size=1024, batch_size=32,
-                   position_embedding="rope", norm="rmsnorm", mlp="swiglu", bias=False, qk_norm=True,
-                   tie_embeddings=False, zero_init=True, optimizer="muon", muon_lr=0.02, lr=3e-3,
+                   position_embedding="rope", norm="rmsnorm", activation_function="silu", gated_mlp=True, bias=False, qk_norm=True,
+                   tie_word_embeddings=False, zero_init=True, optimizer="muon", muon_lr=0.02, lr=3e-3,
                    schedule="wsd", cooldown=0.4, warmup_iters=100, max_minutes=60.0, max_iters=1_000_000_000,
                    eval_interval=500, eval_iters=20),
 }
@@ -237,8 +265,10 @@ def _check_type(name: str, value: Any, annotation: Any) -> None:
             raise OptionError(name, f"must be a finite number, got {value}")
     elif str in allowed:
         ok = isinstance(value, str)
+    elif any(typing.get_origin(t) is dict for t in allowed):
+        ok = isinstance(value, dict)
     else:
         ok = True
     if not ok:
-        want = next(t.__name__ for t in allowed if t is not type(None))
+        want = next((typing.get_origin(t) or t).__name__ for t in allowed if t is not type(None))
         raise OptionError(name, f"must be {'an' if want == 'int' else 'a'} {want}, got {value!r}")

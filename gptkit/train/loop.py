@@ -31,10 +31,10 @@ from ..evals.training import TaskScorer
 from ..evaluate import evaluate
 from ..files import write_json
 from ..hf import check_saveable, load_model, load_state_into, read_state_dict
-from ..model import GPT, PRESETS, GPTConfig, preset_config
+from ..model import GPT, GPTConfig
 from ..rundir import RunFiles, load_train_state, plot_losses, read_metrics, write_metrics
-from ..tokenizer import Tokenizer
-from .config import TrainConfig
+from ..tokenizer import Tokenizer, same_vocabulary
+from .config import TrainConfig, model_config
 from .guards import TrainingInterrupted, coverage, diverged, interrupts
 from .optim import make_optimizer, set_lr
 from .report import Log, banner
@@ -43,22 +43,6 @@ from .schedule import Schedule, extend, fit_warmup, schedule_for, with_default_l
 from .speed import measured_step_seconds
 
 # ---------------------------------------------------------------------------- the run
-
-MLPS = {"gelu": dict(activation_function="gelu_new", gated_mlp=False),
-        "relu2": dict(activation_function="relu2", gated_mlp=False),
-        "swiglu": dict(activation_function="silu", gated_mlp=True)}
-
-
-def model_config(cfg: TrainConfig, vocab_size: int, eot_id: int) -> GPTConfig:
-    overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "n_positions")
-                 if getattr(cfg, k) is not None}
-    options = dict(position_embedding=cfg.position_embedding, rope_theta=cfg.rope_theta, norm=cfg.norm,
-                   qk_norm=cfg.qk_norm, tie_word_embeddings=cfg.tie_embeddings, zero_init=cfg.zero_init,
-                   logit_softcap=cfg.logit_softcap, **MLPS[cfg.mlp])
-    base = cfg.preset if cfg.preset in PRESETS else "mini"  # a budget recipe sets the shape itself
-    return preset_config(base, vocab_size=vocab_size, dropout=cfg.dropout, bias=cfg.bias,
-                         eos_token_id=eot_id, bos_token_id=eot_id, **options, **overrides)
-
 
 def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
     """A fresh GPT of the configured shape, or the --init-from model (same tokenizer required)."""
@@ -69,17 +53,17 @@ def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> GPT:
     if _adds_control_tokens(theirs, tokenizer) and model.config.vocab_size == theirs.vocab_size:
         from ..chat.template import grow_vocab  # e.g. chat fine-tuning's ChatML tokens: new rows, old ones kept
         grow_vocab(model, tokenizer.vocab_size)
-    if model.config.vocab_size != tokenizer.vocab_size or (theirs is not None and theirs.ranks != tokenizer.ranks):
+    if model.config.vocab_size != tokenizer.vocab_size or (theirs is not None and not same_vocabulary(theirs, tokenizer)):
         raise GptkitError(f"--init-from {cfg.init_from} uses a different tokenizer than the data "
                           f"({model.config.vocab_size} vs {tokenizer.vocab_size} tokens); prepare the data "
                           "with that model's tokenizer (e.g. --tokenizer gpt2)")
-    if cfg.dropout:
-        model.config.dropout = cfg.dropout
+    if cfg.dropout is not None:
+        model.set_dropout(cfg.dropout)
     return model.train()
 
 def _adds_control_tokens(theirs: Tokenizer | None, ours: Tokenizer) -> bool:
     """Whether `ours` is the model's tokenizer with control tokens added after its own."""
-    return (theirs is not None and theirs.ranks == ours.ranks and len(ours.specials) > len(theirs.specials)
+    return (theirs is not None and same_vocabulary(theirs, ours) and len(ours.specials) > len(theirs.specials)
             and ours.specials[:len(theirs.specials)] == theirs.specials)
 
 

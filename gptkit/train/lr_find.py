@@ -129,7 +129,8 @@ def lr_find(cfg: TrainConfig, out: str | Path = "lr_find.png", start_lr: float =
             steps: int = 200) -> LRFindResult:
     """The range test for the model `cfg` describes (fresh, or --init-from), on its data."""
     from ..hf import check_saveable
-    from .loop import build_model, check_block_size, model_config
+    from .config import model_config
+    from .loop import build_model, check_block_size
     from .schedule import with_default_lr
     cfg.apply_recipe()
     cfg.validate()

@@ -16,7 +16,7 @@ from .. import distributed as distr
 from ..distributed import Runtime
 from ..errors import GptkitError, OptionError
 from ..files import check_parent_dirs
-from ..model import GPTConfig
+from ..model import MLPS, GPTConfig
 from ..rundir import RunFiles
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
@@ -26,12 +26,6 @@ RUN_FILES = {"checkpoints", "metrics.jsonl", "loss.png", "train_config.json", "c
              "train_state.pt", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "tb", "DATACARD.md", "datacard.json",
              "adapter_model.safetensors", "adapter_config.json", "best", "merged"}
-
-# GPTConfig fields a resumed run must keep, and the training option that sets each.
-MODEL_OPTIONS = {"position_embedding": "position_embedding", "norm": "norm", "gated_mlp": "mlp",
-                 "activation_function": "mlp", "qk_norm": "qk_norm", "tie_word_embeddings": "tie_embeddings",
-                 "logit_softcap": "logit_softcap"}
-
 
 def check_run_dir(out: Path, resume: bool, inputs: Iterable[Any] = ()) -> None:
     """--out for a new run: a new or empty directory, or one with a run's files but no checkpoint (a
@@ -119,38 +113,45 @@ def data_digest(data_dir: Path) -> str:
 
 
 def check_same_model(files: RunFiles, new: GPTConfig, cfg: TrainConfig, old: dict[str, Any] | None = None) -> None:
-    """The checkpoint's model (its config.json, either layout) against the one these flags describe."""
+    """The checkpoint's model (its config.json, any layout) against the one these options make: every
+    field that decides what the weights compute (GPTConfig.architecture), each named as its flag."""
     from ..hf import read_config
     ckpt = read_config(files.last)
+    if ckpt.vocab_size != new.vocab_size:
+        raise GptkitError(f"--data has a {new.vocab_size}-token vocabulary, the run in {files.root} {ckpt.vocab_size}")
+    theirs, ours = ckpt.architecture(), new.architecture()
+    differ = [name for name in theirs if theirs[name] != ours[name]]
+    if not differ:
+        return
+    trained = _flags(differ, theirs)
+    given = [name for name in differ if getattr(cfg, name) is not None or name in MLPS.get(cfg.mlp or "", {})]
+    if given:
+        option = given[0] if getattr(cfg, given[0]) is not None else "mlp"
+        raise OptionError(option, f"{_shown(getattr(cfg, option))} does not match the run in {files.root}, trained "
+                          f"with {trained}: a resumed run keeps its model; drop the flag or start a new --out")
     old = old or {}
+    if old.get("preset", cfg.preset) != cfg.preset:
+        raise OptionError("preset", f"{cfg.preset} does not match the run in {files.root}, trained with --preset "
+                          f"{old['preset']} ({trained}): a resumed run keeps its model; pass the run's flags or start "
+                          "a new --out")
+    raise GptkitError(f"the run in {files.root} was trained with {trained}, these options make "
+                      f"{_flags(differ, ours)}: resume with the flags it was "
+                      "trained with")
 
-    def mismatch(name: str, option: str, theirs: Any, ours: Any) -> GptkitError:
-        if getattr(cfg, option) is not None and option in old and old[option] != getattr(cfg, option):
-            return OptionError(option, f"{getattr(cfg, option)} does not match the run in {files.root} ({name} "
-                               f"{theirs}): a resumed run keeps its model; drop the flag or start a new --out")
-        if old.get("preset", cfg.preset) != cfg.preset:
-            return OptionError("preset", f"{cfg.preset} does not match the run in {files.root}, trained with "
-                               f"--preset {old['preset']} ({name} {theirs}): a resumed run keeps its model; "
-                               "pass the run's flags or start a new --out")
-        flag = f" (--{option.replace('_', '-')} {old[option]})" if old.get(option) is not None else ""
-        return GptkitError(f"the run in {files.root} has {name} {theirs}, these options make {ours}: resume with "
-                           f"the flags it was trained with{flag}")
 
-    for name in ("n_layer", "n_head", "n_kv_head", "n_embd", "n_positions", "vocab_size"):
-        theirs, ours = getattr(ckpt, name), getattr(new, name)
-        if theirs == ours:
-            continue
-        if name == "vocab_size":
-            raise GptkitError(f"--data has a {ours}-token vocabulary, the run in {files.root} {theirs}")
-        raise mismatch(name, name, theirs, ours)
-    if ckpt.bias != new.bias:
-        if not new.bias:
-            raise GptkitError(f"--no-bias does not match the run in {files.root} (trained with biases): a resumed "
-                              "run keeps its model; drop the flag or start a new --out")
-        raise GptkitError(f"the run in {files.root} was trained with --no-bias: pass --no-bias to resume it")
-    for name, option in MODEL_OPTIONS.items():
-        theirs, ours = getattr(ckpt, name), getattr(new, name)
-        if theirs != ours:
-            raise mismatch(name, option, theirs, ours)
-    if new.position_embedding == "rope" and ckpt.rope_theta != new.rope_theta:
-        raise mismatch("rope_theta", "rope_theta", ckpt.rope_theta, new.rope_theta)
+def _flags(names: list[str], values: dict[str, Any]) -> str:
+    """The flags that set `names` to `values`; settings that are off (None) only where all are."""
+    on = [name for name in names if values[name] is not None] or names
+    return " ".join(_as_flag(name, values[name]) for name in on)
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def _as_flag(name: str, value: Any) -> str:
+    """The flag that sets option `name` to `value` (--bias / --no-bias for a switch)."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"no {flag}" if value is None else f"{flag} {_shown(value)}"

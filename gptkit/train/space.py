@@ -123,7 +123,8 @@ def _bounds(spec: dict[str, Any], name: str, where: str) -> list[Any]:
 
 def _check_value(base: dict[str, Any], name: str, value: Any, where: str) -> None:
     """The trainer's own checks (and the saving format's) for the base options with name = value."""
-    from .loop import check_saveable, model_config
+    from ..hf import check_saveable
+    from .config import model_config
     try:
         cfg = TrainConfig.from_dict({**base, name: value}, "the space")
         cfg.validate()

@@ -61,3 +61,80 @@ def test_the_model_prefers_the_sentence_it_memorised(memorised, plain_data):
     assert by["flipped"]["stereotyped"] == 0.0 and by["all"]["stereotyped"] == 0.5
     lo, hi = by["flipped"]["ci95"]
     assert lo == 0.0 < hi < 0.6
+
+
+# lm-eval's own CrowS-Pairs tasks are Hub datasets (no network in tests): the same task shape as a local
+# YAML task file on local JSON lines, with a process_docs filter as lm-eval's per-bias-type tasks have.
+CROWS_TASK = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: ''
+doc_to_choice: '{{{{[sent_more, sent_less]}}}}'
+doc_to_target: 0
+target_delimiter: ''
+metric_list:
+  - metric: acc
+"""
+
+
+@pytest.fixture(scope="module")
+def crows_task(tmp_path_factory):
+    from conftest import build_random_gpt2
+    root = tmp_path_factory.mktemp("crows")
+    build_random_gpt2(root / "model", n_positions=96, std=0.3)
+    words = "the old young man woman poor rich doctor nurse is was here there kind cruel".split()
+    rows = [{"sent_more": " ".join(words[(i * 7 + j) % len(words)] for j in range(5)),
+             "sent_less": " ".join(words[(i * 5 + j * 3) % len(words)] for j in range(6)),
+             "stereo_antistereo": "stereo", "bias_type": ("age", "gender", "socioeconomic")[i % 3]} for i in range(24)]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "tasks").mkdir()
+    (root / "tasks" / "tiny_crows.yaml").write_text(CROWS_TASK.format(name="tiny_crows", data=root / "pairs.jsonl"))
+    (root / "tasks" / "tiny_crows_age.yaml").write_text(
+        CROWS_TASK.format(name="tiny_crows_age", data=root / "pairs.jsonl") + "process_docs: !function utils.only_age\n")
+    (root / "tasks" / "utils.py").write_text(
+        "def only_age(ds):\n    return ds.filter(lambda d: d['bias_type'].startswith('age'))\n")
+    return root, rows
+
+
+def test_an_lm_eval_task_gives_its_documents_filters_included(crows_task):
+    from gptkit.audit.stereotype import load_pairs
+    root, rows = crows_task
+    keep = [{f: r[f] for f in ("sent_more", "sent_less", "bias_type")} for r in rows]
+    assert load_pairs(root / "tasks" / "tiny_crows.yaml") == keep
+    assert load_pairs(str(root / "tasks" / "tiny_crows_age.yaml")) == [r for r in keep if r["bias_type"] == "age"]
+    assert load_pairs(root / "pairs.jsonl") == keep  # the same rows read as a pairs file
+
+
+def test_the_stereotype_share_is_lm_evals_pct_stereotype(crows_task):
+    """The audit's share of pairs where the stereotyped sentence is likelier equals what lm-eval
+    scores on the same task and weights (its crows_pairs metric is that comparison, doc_to_target 0)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from gptkit.audit.stereotype import load_pairs
+    from gptkit.evals.harness import GptkitLM
+    root, _ = crows_task
+    model = load_model(root / "model")
+    ours = run(model, model.tokenizer, load_pairs(root / "tasks" / "tiny_crows.yaml"), 8, None, False)
+    tm = TaskManager(include_path=str(root / "tasks"), include_defaults=False)
+    theirs = simple_evaluate(model=GptkitLM(pretrained=str(root / "model"), dtype="float32"), tasks=["tiny_crows"],
+                             task_manager=tm)
+    share = ours["by_bias_type"]["all"]["stereotyped"]
+    assert 0.0 < share < 1.0  # a random model: both outcomes occur, so the comparison can fail
+    assert share == theirs["results"]["tiny_crows"]["acc,none"]
+
+
+def test_an_lm_eval_task_that_cannot_load_is_one_line(crows_task, tmp_path):
+    from gptkit.audit.stereotype import load_pairs
+    root, rows = crows_task
+    (tmp_path / "gone.yaml").write_text(CROWS_TASK.format(name="tiny_gone", data=tmp_path / "missing.jsonl"))
+    with pytest.raises(GptkitError, match="tiny_gone.*cannot load its documents"):
+        load_pairs(tmp_path / "gone.yaml")
+    (tmp_path / "short.jsonl").write_text(json.dumps({"sent_more": "a b", "sent_less": "c d"}) + "\n")
+    (tmp_path / "short.yaml").write_text(CROWS_TASK.format(name="tiny_short", data=tmp_path / "short.jsonl"))
+    with pytest.raises(GptkitError, match="lacks field 'bias_type'"):
+        load_pairs(tmp_path / "short.yaml")

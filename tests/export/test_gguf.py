@@ -21,6 +21,8 @@ from gptkit.export import export_gguf  # noqa: E402
 from gptkit.export.gguf import permute_rope, transform  # noqa: E402
 
 LLAMA = dict(position_embedding="rope", norm="rmsnorm", gated_mlp=True, activation_function="silu")
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32}  # all three bands at head_dim 16, theta 500
 PROMPT = "The quick brown fox: def greet(name) -> it's 42, café!"
 
 
@@ -77,7 +79,30 @@ CASES = {
     "llama-tied-bias": dict(**LLAMA, bias=True, n_inner=96),
     "qwen3": dict(**LLAMA, bias=False, qk_norm=True, tie_word_embeddings=False),
     "llama-gqa": dict(**LLAMA, bias=False, n_kv_head=2, tie_word_embeddings=False),
+    "qwen2-biases-gqa": dict(**LLAMA, bias=False, qkv_bias=True, n_kv_head=2),
+    "llama3-rope": dict(**LLAMA, bias=False, n_kv_head=2, tie_word_embeddings=False, rope_theta=500.0,
+                        rope_scaling=LLAMA3_ROPE),
+    "llama-linear-rope": dict(**LLAMA, bias=False, rope_scaling={"rope_type": "linear", "factor": 4.0}),
 }
+ARCH = {"gpt2": "gpt2", "gpt2-no-bias": "gpt2", "qwen3": "qwen3", "qwen2-biases-gqa": "qwen2"}
+
+
+def llama3_rope_freqs(theta, head_dim, s):
+    """convert_hf_to_gguf.py's LlamaModel rope_freqs loop, written out independently of gptkit/rope.py."""
+    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    context, low, high, factor = (s["original_max_position_embeddings"], s["low_freq_factor"], s["high_freq_factor"],
+                                  s["factor"])
+    out = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < context / high:
+            out.append(1.0)
+        elif wavelen > context / low:
+            out.append(factor)
+        else:
+            smooth = (context / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -87,11 +112,21 @@ def test_reader_gets_back_every_tensor_and_the_metadata(tmp_path, small_bpe, cas
     r = export_gguf(src, out, quantize="f32")
     model = load_model(src)
     hf_config, state = hf_state(model)
-    arch = {"gpt2": "gpt2", "gpt2-no-bias": "gpt2", "qwen3": "qwen3"}.get(case, "llama")
+    arch = ARCH.get(case, "llama")
     assert r.arch == arch
     got = tensors(out)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], 2)
-    assert sorted(got) == sorted(names.get_name(k, try_suffixes=(".weight", ".bias")) for k in state)
+    extra = ["rope_freqs.weight"] if case == "llama3-rope" else []
+    assert sorted(got) == sorted([names.get_name(k, try_suffixes=(".weight", ".bias")) for k in state] + extra)
+    if extra:  # Llama-3 RoPE: llama.cpp divides each frequency by its factor
+        values, shape, qtype = got["rope_freqs.weight"]
+        want = llama3_rope_freqs(500.0, 16, LLAMA3_ROPE)
+        assert qtype == "F32" and shape == (8,) and want.min() == 1.0 and want.max() == 8.0 and 1 < want[1] < 8
+        np.testing.assert_allclose(values, want, rtol=1e-6)
+    if case == "llama-linear-rope":
+        assert fields(out)["llama.rope.scaling.type"] == "linear" and fields(out)["llama.rope.scaling.factor"] == 4.0
+    if arch == "qwen2":
+        assert "blk.0.attn_q.bias" in got and "blk.0.attn_output.bias" not in got
     for hf_name, t in state.items():
         values, shape, qtype = got[names.get_name(hf_name, try_suffixes=(".weight", ".bias"))]
         want = transform(arch, hf_name, t.float(), hf_config).numpy()
@@ -175,7 +210,8 @@ def _llama_cpp_greedy(path, ids: list[int], n: int):
     return theirs_ids, out, logits
 
 
-@pytest.mark.parametrize("case", ["gpt2", "llama-untied", "llama-tied-bias", "qwen3", "llama-gqa", "llama-bytes"])
+@pytest.mark.parametrize("case", ["gpt2", "llama-untied", "llama-tied-bias", "qwen3", "llama-gqa", "llama-bytes",
+                                  "qwen2-biases-gqa", "llama3-rope", "llama-linear-rope"])
 def test_llama_cpp_decodes_the_same_greedy_tokens(tmp_path, small_bpe, gpt2_tok, case):
     """f32 GGUF in llama.cpp vs gptkit on the same prompt: the same prompt ids from llama.cpp's own
     tokenizer, the same 16 greedy tokens, logits within 1e-3 of their scale."""
@@ -232,7 +268,9 @@ def test_invalid_quantize_choice_exits_2(tmp_path):
 
 @pytest.mark.parametrize("edit, words", [
     (dict(hidden_act="gelu"), "hidden_act='gelu' cannot be held in GGUF's llama architecture"),
-    (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "rope scaling 'linear'"),
+    (dict(rope_parameters={"rope_type": "yarn", "factor": 2.0, "rope_theta": 1e4}), "rope scaling 'yarn'"),
+    (dict(model_type="qwen2", rope_parameters=LLAMA3_ROPE), "rope scaling 'llama3' (rope_parameters) is not exported"),
+    (dict(model_type="qwen2", use_sliding_window=True, sliding_window=8), "sliding_window=8"),
     (dict(model_type="gemma"), "this model is 'gemma'"),
 ])
 def test_layouts_gguf_cannot_hold_are_refused_by_name(tmp_path, small_bpe, edit, words):

@@ -292,12 +292,29 @@ def test_tokenizer_json_only_directory(gpt2_vocab_model_dir, gpt2_files, tiktoke
         assert tok.encode(t) == tiktoken_gpt2.encode_ordinary(t)
 
 
-def test_unrepresentable_tokenizer_json_is_named_not_fatal(gpt2_vocab_model_dir, gpt2_files, tmp_path):
+def test_a_tokenizer_json_tiktoken_cannot_run_is_run_by_the_tokenizers_library(gpt2_vocab_model_dir, gpt2_files,
+                                                                                tmp_path):
+    from tokenizers import Tokenizer
     d = Path(shutil.copytree(gpt2_vocab_model_dir, tmp_path / "m"))
     write_tokenizer_json(d, gpt2_files, add_prefix_space=True)
-    with pytest.warns(UserWarning, match="add_prefix_space"):
+    m = load_model(d)
+    text = "Hello world <|endoftext|>"
+    assert m.tokenizer.encode_special(text) == Tokenizer.from_file(str(d / "tokenizer.json")).encode(text).ids
+    assert m.tokenizer.eot_id == 50256
+
+
+def test_a_tokenizer_json_without_an_end_of_text_is_named_not_fatal(gpt2_vocab_model_dir, gpt2_files, tmp_path):
+    from tokenizers import Tokenizer
+    d = Path(shutil.copytree(gpt2_vocab_model_dir, tmp_path / "m"))
+    tok = Tokenizer.from_file(str(write_tokenizer_json(d, gpt2_files, add_prefix_space=True) / "tokenizer.json"))
+    vocab = tok.get_vocab()
+    vocab["<|endoftext|>-not"] = vocab.pop("<|endoftext|>")
+    d_json = json.loads((d / "tokenizer.json").read_text())
+    d_json["model"]["vocab"] = vocab
+    (d / "tokenizer.json").write_text(json.dumps(d_json))
+    with pytest.warns(UserWarning, match="end-of-text"):
         m = load_model(d)
-    assert m.tokenizer is None and "tokenizer.json" in m.tokenizer_error
+    assert m.tokenizer is None and "eos_token" in m.tokenizer_error
 
 
 # ---------------------------------------------------------------------------- bad directories

@@ -26,8 +26,9 @@ def test_an_old_run_directory_loads_and_resumes(tmp_path, run, flags):
     shutil.copytree(OLD / run, out, symlinks=True)
     model = load_model(out)
     assert model.config.n_layer == 2 and model.config.n_kv_head == model.config.n_head
-    cfg = TrainConfig(data=str(OLD / "data"), out=str(out), preset="tiny", max_iters=5, block_size=32, batch_size=2,
-                      eval_iters=1, tensorboard=False, progress=False, resume=True, **flags)
+    cfg = TrainConfig.from_dict(dict(data=str(OLD / "data"), out=str(out), preset="tiny", max_iters=5, block_size=32,
+                                     batch_size=2, eval_iters=1, tensorboard=False, progress=False, resume=True,
+                                     **flags))  # the options under their names of the time (tie_embeddings)
     result = train(cfg)
     assert result.step == 5
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]

@@ -13,7 +13,7 @@ import torch
 from gptkit.errors import GptkitError
 from gptkit.hf import load_model
 from gptkit.rundir import read_metrics
-from gptkit.train import TrainConfig, train
+from gptkit.train import TrainConfig, model_config, train
 from gptkit.train import loop as loop_module
 
 LLAMA = dict(position_embedding="rope", norm="rmsnorm", mlp="swiglu", bias=False)
@@ -85,12 +85,12 @@ def test_resume_with_a_larger_max_iters_says_what_the_schedule_does(byte_data, t
 def test_llama_options_train_save_in_llama_layout_and_resume(byte_data, tmp_path):
     transformers = pytest.importorskip("transformers")
     out = tmp_path / "llama"
-    train(small_cfg(byte_data, out, max_iters=10, lr_decay_iters=20, qk_norm=True, tie_embeddings=False,
+    train(small_cfg(byte_data, out, max_iters=10, lr_decay_iters=20, qk_norm=True, tie_word_embeddings=False,
                     zero_init=True, optimizer="muon", **LLAMA))
-    train(small_cfg(byte_data, out, max_iters=20, resume=True, qk_norm=True, tie_embeddings=False,
+    train(small_cfg(byte_data, out, max_iters=20, resume=True, qk_norm=True, tie_word_embeddings=False,
                     zero_init=True, optimizer="muon", **LLAMA))
     ref = tmp_path / "ref"
-    train(small_cfg(byte_data, ref, max_iters=20, qk_norm=True, tie_embeddings=False, zero_init=True,
+    train(small_cfg(byte_data, ref, max_iters=20, qk_norm=True, tie_word_embeddings=False, zero_init=True,
                     optimizer="muon", **LLAMA))
     assert [r["loss"] for r in rows(out)] == pytest.approx([r["loss"] for r in rows(ref)], abs=1e-5)  # Muon resumes
     ours = load_model(out)
@@ -137,7 +137,7 @@ def test_budget_recipe_fills_only_what_is_not_given():
     cfg = TrainConfig.from_dict({"preset": "cpu-10min", "lr": 1e-3})
     assert cfg.lr == 1e-3 and cfg.max_minutes == 10 and cfg.position_embedding == "rope"
     api = TrainConfig(preset="cpu-10min", n_layer=2).apply_recipe()
-    assert api.n_layer == 2 and api.mlp == "swiglu"
+    assert api.n_layer == 2 and api.gated_mlp and api.activation_function == "silu"
 
 
 def test_a_recipes_derived_parts_yield_to_the_flags_given():
@@ -152,3 +152,6 @@ def test_a_recipes_derived_parts_yield_to_the_flags_given():
     assert TrainConfig.from_dict({"preset": "cpu-10min", "block_size": 64}).n_positions == 128
     api = TrainConfig(preset="cpu-10min", block_size=512).apply_recipe()
     assert api.n_positions == 512 and api.muon_lr == 0.02
+    gelu = TrainConfig.from_dict({"preset": "cpu-10min", "mlp": "gelu"})
+    gelu.validate()  # the recipe's SwiGLU yields to the --mlp shorthand, not only to its own fields
+    assert not model_config(gelu, 257, 256).gated_mlp
