@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,7 +58,10 @@ def build(shape: str) -> Path:
 
 
 def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """Peak RSS of this process image: VmHWM (getrusage's ru_maxrss is kept across execve, so a child
+    would report its parent's peak)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def current_rss_mib() -> float:
@@ -129,7 +131,7 @@ def child_kv(directory: str, new_tokens: int) -> dict:
     model = gptkit.load_model(directory)
     c = model.config
     cache = model.new_cache(1, 1024, dtype=torch.float32)
-    measured = (cache.k.numel() + cache.v.numel()) * cache.k.element_size() / 1024
+    measured = (cache.k.numel() + cache.v.numel()) * cache.k.element_size() / 1024  # bytes per token of 1024
     head_dim = c.head_dim
     per_token = 2 * c.n_layer * c.n_kv_head * head_dim * 4
     mha = 2 * c.n_layer * c.n_head * head_dim * 4
@@ -139,7 +141,9 @@ def child_kv(directory: str, new_tokens: int) -> dict:
 
 def child(argv: list[str]) -> None:
     kind, impl, directory, *rest = argv
-    if kind == "load":
+    if kind == "build":
+        out = {"directory": str(build(impl))}
+    elif kind == "load":
         out = child_load(impl, directory)
     elif kind == "decode":
         batch, prompt_len, new_tokens, repeats = map(int, rest)
@@ -147,6 +151,14 @@ def child(argv: list[str]) -> None:
     else:
         out = child_kv(directory, int(rest[0]))
     print("RESULT " + json.dumps(out))
+
+
+def spawn_build(shape: str) -> Path:
+    """build() in a child: the parent stays small (its memory is no part of any measurement)."""
+    r = spawn("build", shape, "-")
+    if "error" in r:
+        sys.exit(f"building {shape} failed: {r['error']}")
+    return Path(r["directory"])
 
 
 def spawn(*args) -> dict:
@@ -161,9 +173,9 @@ def spawn(*args) -> dict:
 # ---------------------------------------------------------------------------- the report
 
 def report_shape(shape: str, args: argparse.Namespace) -> None:
-    directory = build(shape)
+    directory = spawn_build(shape)
     print(f"\n== {shape} ({SHAPES[shape][0]}ForCausalLM, random weights, fp32) at {directory}", flush=True)
-    loads = {impl: spawn("load", impl, directory) for impl in ("gptkit", "transformers")}
+    loads = {impl: spawn("load", impl, directory) for impl in ("gptkit", "transformers") if "load" in args.parts}
     for impl, r in loads.items():
         if "error" in r:
             print(f"  load {impl:13s} failed: {r['error']}")
@@ -172,7 +184,7 @@ def report_shape(shape: str, args: argparse.Namespace) -> None:
         print(f"  load {impl:13s} {r['seconds']:6.2f} s   peak RSS {r['peak_mib']:7.0f} MiB, {grown:7.0f} MiB over the "
               f"{r['before_mib']:.0f} MiB before loading = {grown / r['weights_mib']:.2f}x the weights "
               f"({r['weights_mib']:.0f} MiB)", flush=True)
-    for batch in args.batch_sizes:
+    for batch in args.batch_sizes if "decode" in args.parts else []:
         runs = {impl: spawn("decode", impl, directory, batch, args.prompt_len, args.new_tokens, args.repeats)
                 for impl in ("gptkit", "transformers", "transformers-static")}
         ours = runs["gptkit"]
@@ -186,10 +198,10 @@ def report_shape(shape: str, args: argparse.Namespace) -> None:
             print(f"  decode batch {batch} {impl:20s} {r['tokens_per_s']:8.1f} tok/s{same}", flush=True)
         if hf and "tokens_per_s" in ours:
             print(f"  decode batch {batch} gptkit / faster transformers mode = {ours['tokens_per_s'] / max(hf):.2f}x")
-    kv = spawn("kv", "gptkit", directory, args.new_tokens)
+    kv = spawn("kv", "gptkit", directory, args.new_tokens) if "kv" in args.parts else {"error": "not asked"}
     if "error" not in kv:
         print(f"  kv cache: {kv['bytes_per_token'] / 1024:.1f} KiB per token with {kv['n_kv_head']} key/value heads "
-              f"(measured {kv['measured_bytes_per_token']:.1f} KiB), {kv['mha_bytes_per_token'] / 1024:.1f} KiB with "
+              f"(gptkit's cache measured: {kv['measured_bytes_per_token'] / 1024:.1f} KiB), {kv['mha_bytes_per_token'] / 1024:.1f} KiB with "
               f"multi-head attention's {kv['n_head']}: {kv['mha_bytes_per_token'] / kv['bytes_per_token']:.1f}x less")
 
 
@@ -202,6 +214,7 @@ def main() -> None:
     p.add_argument("--prompt-len", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--parts", nargs="+", default=["load", "decode", "kv"], choices=["load", "decode", "kv"])
     args = p.parse_args()
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "

@@ -1,7 +1,8 @@
 """GGUF export checked by llama.cpp itself: greedy-token parity with gptkit, and the file sizes.
 
 Installs llama-cpp-python if it is missing (`pip install llama-cpp-python`: it builds llama.cpp from
-source, 5-10 minutes on 2 cores), then for a GPT-2-layout and a Llama-layout model (random weights
+source, 5-10 minutes on 2 cores), then for a GPT-2-layout model, a Llama-layout one (also with
+Llama-3's RoPE scaling: llama.cpp's rope_freqs) and a Qwen2-layout one (q/k/v biases) (random weights
 whose next-token distributions are peaked, and a real tokenizer: GPT-2's; a BPE trained on the
 standard library's docstrings; GQA where the model has n_kv_head) exports f32, f16 and q8_0 files
 with `gptkit export`, loads each in llama.cpp and prints, against gptkit in fp32 on the same prompt:
@@ -67,8 +68,12 @@ def models(work: Path):
                  tie_word_embeddings=False)
     if any(f.name == "n_kv_head" for f in fields(GPTConfig)):
         llama["n_kv_head"] = 2  # grouped-query attention, where gptkit has it
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 32}  # the prompt runs past it
     shapes = {"gpt2 (GPT-2 tokenizer)": (gpt2_tokenizer(), dict()),
-              "llama (trained BPE)": (bpe, llama)}
+              "llama (trained BPE)": (bpe, llama),
+              "llama3-rope (trained BPE)": (bpe, {**llama, "rope_theta": 500000.0, "rope_scaling": llama3}),
+              "qwen2 (trained BPE)": (bpe, {**llama, "qkv_bias": True, "tie_word_embeddings": True})}
     for label, (tok, kw) in shapes.items():
         config = GPTConfig(vocab_size=tok.vocab_size, n_positions=256, n_embd=256, n_layer=4, n_head=8, **kw)
         model = spread(GPT(config))
@@ -86,8 +91,9 @@ def main() -> None:
     from gptkit.cli import main as gptkit
     from gptkit.hf import load_model
     torch.set_num_threads(2)
-    print(f"llama-cpp-python {llama_cpp.__version__}, torch {torch.__version__}, {args.tokens} greedy tokens")
-    print(f"{'model':<24}{'quant':>6}{'MB':>8}{'ids':>5}{'greedy':>9}{'max|dlogit|/scale':>19}{'llama.cpp tok/s':>17}")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"llama-cpp-python {llama_cpp.__version__}, torch {torch.__version__}, {args.tokens} greedy tokens, {cpu}")
+    print(f"{'model':<27}{'quant':>6}{'MB':>8}{'ids':>5}{'greedy':>9}{'max|dlogit|/scale':>19}{'llama.cpp tok/s':>17}")
     failed = False
     with tempfile.TemporaryDirectory(prefix="bench-gguf-") as tmp:
         for label, directory, tok in models(Path(tmp)):
@@ -115,7 +121,7 @@ def main() -> None:
                 llm.eval(ids)
                 diff = np.abs(np.array(llm.scores[: len(ids)]) - ours_logits).max() / np.abs(ours_logits).max()
                 agree = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), len(ours))
-                print(f"{label:<24}{quant:>6}{out.stat().st_size / 1e6:>8.1f}{'same' if same_ids else 'DIFF':>5}"
+                print(f"{label:<27}{quant:>6}{out.stat().st_size / 1e6:>8.1f}{'same' if same_ids else 'DIFF':>5}"
                       f"{agree:>5}/{len(ours):<3}{diff:>19.2e}{tps:>17.0f}", flush=True)
                 if quant == "f32" and (not same_ids or agree != len(ours)):
                     failed = True

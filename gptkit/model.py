@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from .engine.cache import KVCache
 from .errors import GptkitError, OptionError
 from .kernels import Linear
 from .rope import check_rope_scaling, cos_sin, inv_freq
@@ -212,41 +213,6 @@ def make_norm(config: GPTConfig, dim: int | None = None) -> nn.Module:
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
-
-
-class KVCache:
-    """A preallocated key/value cache for all layers (gpt-fast style: no per-token allocation).
-
-    Keys and values for positions [0, length) are valid; `attend` extends them in place.
-    """
-
-    def __init__(self, config: GPTConfig, batch_size: int, max_length: int,
-                 device: torch.device, dtype: torch.dtype) -> None:
-        shape = config.kv_cache_shape(batch_size, max_length)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
-        self.max_length = max_length
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        start, end = self.length, self.length + k.size(2)
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.length += n
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Row i becomes old row index[i] (beam search reorders hypotheses every step; a longer
-        index also grows the batch, e.g. one prefilled prompt copied to its beams)."""
-        if index.numel() != self.k.size(1):
-            self.k = self.k.index_select(1, index)
-            self.v = self.v.index_select(1, index)
-            return
-        n = self.length  # in place, and only the filled positions
-        self.k[:, :, :, :n] = self.k[:, index, :, :n]
-        self.v[:, :, :, :n] = self.v[:, index, :, :n]
 
 
 class CausalSelfAttention(nn.Module):

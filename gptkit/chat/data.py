@@ -114,6 +114,10 @@ def _records(source: str, fmt: str | None, split: str) -> Iterator[tuple[str, An
         raise GptkitError(f"{path}: a directory, not a file of conversations (a dataset directory is hf:{path})")
     if not path.is_file():
         raise GptkitError(f"{path}: no such file")
+    from gptkit.tasks.data import SUFFIXES
+    if fmt is None and SUFFIXES.get(path.suffix.lower()) not in ("jsonl", "parquet"):
+        kind = SUFFIXES.get(path.suffix.lower()) or repr(path.suffix.lower() or "a name without a suffix")
+        raise GptkitError(f"{path}: conversations are read from .jsonl or .parquet, not {kind}")
     fmt = detect_format(path, fmt)
     if fmt not in ("jsonl", "parquet"):
         raise GptkitError(f"{path}: conversations are read from .jsonl or .parquet, not {fmt}")

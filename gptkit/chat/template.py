@@ -53,23 +53,23 @@ def with_chat_tokens(tokenizer: Any, template: str | None = None) -> Any:
 def chat_template(tokenizer: Any, override: str | None = None) -> Any:
     """The tokenizer's template compiled (serve.chat.ChatTemplate), checked to have a generation
     prompt; a GptkitError saying how to add one where it has none."""
-    from gptkit.serve.chat import ChatTemplate
+    from gptkit.serve.chat import ChatTemplate, check_generation_prompt
     source = override or getattr(tokenizer, "chat_template", None)
     if not source:
         raise GptkitError("the model has no chat template: fine-tune it for chat with `gptkit finetune --task chat` "
                           "(which adds ChatML's tokens and template), or pass --chat-template FILE (a Jinja template)")
     t = ChatTemplate(source, "the chat template", tokenizer)
-    probe = [{"role": "user", "content": "x"}]
-    if t.render(probe, True) == t.render(probe, False):
-        raise GptkitError("the chat template has no generation prompt (it renders the same with "
-                          "add_generation_prompt true and false): the model could not tell where its reply begins; "
-                          "add an {% if add_generation_prompt %} block that opens the assistant's turn")
+    check_generation_prompt(t)  # serve.chat
     return t
 
 
+TURN_ENDS = (IM_END, "<|eot_id|>")  # ChatML's (Qwen, SmolLM2, gptkit's chat models), Llama-3's
+
+
 def end_of_turn(tokenizer: Any) -> list[int]:
-    """The ids a reply ends at: <|im_end|> where the tokenizer has it, and end-of-text."""
-    ids = [tokenizer.special_ids[IM_END]] if IM_END in getattr(tokenizer, "special_ids", {}) else []
+    """The ids a reply ends at: the end-of-turn token where the tokenizer has one, and end-of-text."""
+    special = getattr(tokenizer, "special_ids", {})
+    ids = [special[t] for t in TURN_ENDS if t in special and special[t] != tokenizer.eot_id]
     return ids + [tokenizer.eot_id]
 
 

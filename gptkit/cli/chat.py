@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,19 @@ def cmd_chat(args: argparse.Namespace) -> int:
     override = None
     if args.chat_template:
         path = Path(args.chat_template)
+        if path.is_dir():
+            raise GptkitError(f"--chat-template {path}: a directory, not a Jinja template file")
         if not path.is_file():
             raise GptkitError(f"--chat-template {path}: no such file")
-        override = path.read_text(encoding="utf-8")
+        try:
+            override = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise GptkitError(f"--chat-template {path}: cannot read the chat template ({e})") from None
     device = resolve_device(args.device)
     quantize = None if args.quantize == "none" else args.quantize
-    model = load_model(args.model, dtype=compute_dtype(args.dtype, device), device=str(device), quantize=quantize)
+    with warnings.catch_warnings():  # an unusable tokenizer is the error below, said once
+        warnings.filterwarnings("ignore", message="tokenizer not loaded")
+        model = load_model(args.model, dtype=compute_dtype(args.dtype, device), device=str(device), quantize=quantize)
     tok = model.tokenizer
     if tok is None:
         raise GptkitError(model.tokenizer_error or f"{args.model}: no tokenizer files beside the model")

@@ -71,6 +71,8 @@ class RunOptions:
                 "same tokenizer; greedy outputs are unchanged (default: off)", "cli": {"metavar": "ngram|MODEL"}})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or auto"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    prefix_cache: bool = field(default=True, metadata={"help": "reuse the keys and values of prompt prefixes "
+                                                              "(the k-shot examples) across examples"})
 
 
 def _template(task: str, opts: Any) -> Any:
@@ -164,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         summary = run_task(model, tok, examples, template, out, generation=gen, shots=shots,
                            batch_size=args.batch_size, on_long=args.on_long, overwrite=args.overwrite,
-                           progress=args.progress and not printing,
+                           progress=args.progress and not printing, prefix_cache=args.prefix_cache,
                            settings={"model": str(args.model), "dtype": args.dtype}, inputs=inputs)
     for w in caught:
         print(f"gptkit: warning: {w.message}", file=sys.stderr)

@@ -9,7 +9,7 @@ server's `response_format` all go through these. Backed by llguidance (chosen by
 library's per-token cost on gptkit's tokenizers: benchmarks/bench_constrain.py).
 """
 from .grammar import CompiledGrammar, ConstraintError, Grammar, compile_grammar
-from .processor import GrammarConstraint, unpack_bitmask
+from .processor import GrammarConstraint, RowGrammar, grammar_processor, unpack_bitmask
 
-__all__ = ["CompiledGrammar", "ConstraintError", "Grammar", "GrammarConstraint", "compile_grammar",
-           "unpack_bitmask"]
+__all__ = ["CompiledGrammar", "ConstraintError", "Grammar", "GrammarConstraint", "RowGrammar", "compile_grammar",
+           "grammar_processor", "unpack_bitmask"]

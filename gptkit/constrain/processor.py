@@ -10,7 +10,7 @@ grammar is complete allows only its end-of-text id(s); one that may end or go on
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -82,3 +82,22 @@ class GrammarConstraint:
     def complete(self, row: int) -> bool:
         """Whether row's output so far is a whole match (it may end here)."""
         return self.matchers[row].is_accepting()
+
+
+class RowGrammar:
+    """One sequence's grammar as the engine's LogitsProcessor (gptkit.engine.params): scores (V,)
+    masked before the sampler; accept(token) after it."""
+
+    def __init__(self, compiled: CompiledGrammar) -> None:
+        self.constraint = GrammarConstraint(compiled, 1)
+
+    def __call__(self, output_ids: list[int], scores: torch.Tensor) -> torch.Tensor:
+        return self.constraint.mask(scores[None])[0]
+
+    def accept(self, token: int) -> None:
+        self.constraint.advance([token])
+
+
+def grammar_processor(compiled: CompiledGrammar) -> Callable[[], RowGrammar]:
+    """The factory SamplingParams.logits_processors takes: a fresh matcher per sequence."""
+    return lambda: RowGrammar(compiled)

@@ -27,18 +27,18 @@ Rules worth knowing:
 """
 from __future__ import annotations
 
-import codecs
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..engine import Engine, PrefixCache, Seq, TokenText, from_generation_config
+from ..engine.text import _encode_prompt, _ids_within, _token_bytes, first_stop, resolve_tokenizer
 from ..errors import GptkitError
 from .beam import beam_search
 from .config import GenerationConfig, make_config
-from .decode import _generator, grammar_constraint, prepare_inputs, resolve_eos, sample_steps
-from .text import StopStrings, _encode_prompt, _ids_within, _token_bytes, first_stop, resolve_tokenizer
+from .decode import _generator, prepare_inputs, prompt_rows, resolve_eos
 
 __all__ = ["Generation", "GenerationConfig", "generate", "generate_text", "make_config", "run_generate", "stream"]
 
@@ -56,18 +56,16 @@ class Generation:
 
 @torch.no_grad()
 def run_generate(model: Any, input_ids: Any, attention_mask: Any = None, tokenizer: Any = None,
-                 **kwargs: Any) -> Generation:
+                 prefix_cache: PrefixCache | bool = True, **kwargs: Any) -> Generation:
     cfg = make_config(**kwargs)
     eos = resolve_eos(model, cfg.eos_token_id, tokenizer)
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos[0] if eos else 0)
     ids, mask = prepare_inputs(model, input_ids, attention_mask, cfg, pad)
     tok = resolve_tokenizer(model, tokenizer, "stop=") if cfg.stops else None
-    if cfg.speculative is not None and tok is None:
-        tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    constrained = cfg.grammar is not None
-    if constrained:
+    if cfg.grammar is not None:
         tok = resolve_tokenizer(model, tokenizer, "json_schema= / regex=")
-    generator = _generator(model, cfg.seed)
+    elif cfg.speculative is not None and tok is None:
+        tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     was_training = model.training
     model.eval()
     try:
@@ -78,30 +76,25 @@ def run_generate(model: Any, input_ids: Any, attention_mask: Any = None, tokeniz
         if cfg.num_beams > 1:
             def stop_hit(new: torch.Tensor) -> torch.Tensor:  # (B, candidates, new tokens) -> bool
                 texts = [tok.decode(r) for r in new.reshape(-1, new.size(-1)).tolist()]
-                return torch.tensor([any(s in t for s in cfg.stops) for t in texts],
+                return torch.tensor([first_stop(t, cfg.stops) >= 0 for t in texts],
                                     device=new.device).view(new.shape[:2])
-            seqs, lengths = beam_search(model, ids, mask, cfg, eos, pad, generator,
+            seqs, lengths = beam_search(model, ids, mask, cfg, eos, pad, _generator(model, cfg.seed),
                                         stop_hit if tok is not None else None)
             return Generation(seqs, T, lengths.tolist(), eos, ids, mask)
         if cfg.speculative is not None:
             from .speculate import speculative_rows
-            new, lengths = speculative_rows(model, ids, mask, cfg, eos, pad, generator, tok)
+            new, lengths = speculative_rows(model, ids, mask, cfg, eos, pad, _generator(model, cfg.seed), tok)
             seqs = torch.cat([ids.repeat_interleave(cfg.num_return_sequences, 0), new], 1)
             return Generation(seqs, T, lengths, eos, ids, mask)
-        rows = ids.size(0) * cfg.num_return_sequences
-        stopper = StopStrings(tok, cfg.stops, rows) if cfg.stops else None
-        constraint = grammar_constraint(cfg, tok, eos, rows) if constrained else None
-        steps, lengths, done = [], None, None
-        for t, now in sample_steps(model, ids, mask, cfg, eos, pad, generator, stopper, constraint):
-            if lengths is None:
-                lengths = torch.zeros_like(t)
-                done = torch.zeros_like(now)
-            lengths += (~done).long()
-            done = now
-            steps.append(t)
+        engine, groups = _engine(model, ids, mask, cfg, eos, tok, prefix_cache)
+        engine.run(groups)
+        seqs = [s for g in groups for s in g]
+        width = max(len(s.out) for s in seqs)
+        new = torch.full((len(seqs), width), pad, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            new[i, :len(s.out)] = torch.tensor(s.out, dtype=torch.long)
         rows = ids.repeat_interleave(cfg.num_return_sequences, 0)
-        seqs = torch.cat([rows, torch.stack(steps, 1)], 1)
-        return Generation(seqs, T, lengths.tolist(), eos, ids, mask)
+        return Generation(torch.cat([rows, new.to(rows.device)], 1), T, [len(s.out) for s in seqs], eos, ids, mask)
     finally:
         model.train(was_training)
 
@@ -114,7 +107,8 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, *, tokenize
     no_repeat_ngram_size=0, num_beams=1, length_penalty=1.0, early_stopping=False,
     num_return_sequences=1, eos_token_id=None (the model's), pad_token_id=None (the first eos),
     stop=None (strings; needs a tokenizer), seed=None, context="error" | "truncate";
-    json_schema=None (a dict or its JSON text) or regex=None: the new text must match (gptkit.constrain).
+    json_schema=None (a dict or its JSON text) or regex=None: the new text must match (gptkit.constrain);
+    speculative=None ("ngram" or a draft model), num_speculative_tokens=8 (gptkit.speculative).
 
     input_ids: a (batch, T) tensor (with attention_mask if left-padded), one list of ids, or a list
     of lists of different lengths (left-padded here)."""
@@ -134,49 +128,85 @@ def stream(model: Any, prompt: Any, *, tokenizer: Any = None, **kwargs: Any) -> 
     eos = resolve_eos(model, cfg.eos_token_id, tok)
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos[0] if eos else 0)
     ids, mask = prepare_inputs(model, [_encode_prompt(tok, prompt)], None, cfg, pad)
-    stops = cfg.stops
-    hold = max((len(s) for s in stops), default=1) - 1  # text that may yet begin a stop string
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    text, sent = "", 0
     was_training = model.training
     model.eval()
     try:
-        for t in _one_row_tokens(model, ids, mask, cfg, eos, pad, tok):
-            if t in eos:
-                break
-            text += decoder.decode(_token_bytes(tok, [t]))
-            cut = first_stop(text, stops)
-            if cut >= 0:
-                if cut > sent:
-                    yield text[sent:cut]
+        if cfg.speculative is not None:
+            yield from _speculative_stream(model, ids, cfg, eos, tok)
+            return
+        engine, groups = _engine(model, ids, mask, cfg, eos, tok, True, emit=True)
+        (seq,), = groups
+        engine.add([seq])
+        while True:
+            while seq.owner:
+                ev = seq.owner.pop(0)
+                if ev.kind == "delta" and ev.text:
+                    yield ev.text
+            if seq.done:
                 return
-            if len(text) - hold > sent:
-                yield text[sent:len(text) - hold]
-                sent = len(text) - hold
-        text += decoder.decode(b"", final=True)
-        cut = first_stop(text, stops)
-        end = cut if cut >= 0 else len(text)
-        if end > sent:
-            yield text[sent:end]
+            engine.step()
     finally:
         model.train(was_training)
 
 
-def _one_row_tokens(model: Any, ids: torch.Tensor, mask: Any, cfg: GenerationConfig, eos: list[int], pad: int,
-                    tok: Any) -> Iterator[int]:
-    """stream()'s tokens: plain (constrained or not) or speculative decoding of one prompt."""
-    generator = _generator(model, cfg.seed)
-    if cfg.speculative is not None:
-        from ..speculative import draft_model
-        from .speculate import one_row
-        yield from one_row(model, ids[0].tolist(), cfg, draft_model(model, cfg.speculative), generator)
-        return
-    constraint = grammar_constraint(cfg, tok, eos, 1)
-    for t, _ in sample_steps(model, ids, mask, cfg, eos, pad, generator, constraint=constraint):
-        yield int(t[0])
+def _engine(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, cfg: GenerationConfig, eos: list[int],
+            tok: Any, prefix_cache: PrefixCache | bool, emit: bool = False) -> tuple[Engine, list[list[Seq]]]:
+    """An engine for one generate call and its sequences, grouped by prompt (n samples each):
+    every row unpadded, sample j of each prompt seeded with seed + j (as the server does)."""
+    rows = prompt_rows(ids, mask)
+    n = cfg.num_return_sequences
+    if prefix_cache is True:  # per call: rows of one batch share their prefixes (nothing to share for one)
+        prefix_cache = PrefixCache(model) if len(rows) > 1 else None
+    engine = Engine(model, tok, max_rows=len(rows) * n, max_length=max(map(len, rows)) + cfg.max_new_tokens,
+                    prefix_cache=prefix_cache or None, eos=eos)
+    processors = ()
+    if cfg.grammar is not None:  # json_schema / regex: one matcher per sequence
+        from ..constrain import compile_grammar, grammar_processor
+        if not eos:
+            raise GptkitError("eos_token_id is needed with json_schema or regex: a row ends when its output is complete")
+        processors = (grammar_processor(compile_grammar(cfg.grammar, tok, eos)),)
+    params = from_generation_config(cfg, eos, logits_processors=processors)
+    text = TokenText(tok) if tok is not None and (cfg.stops or emit) else None
+    groups = []
+    for i, r in enumerate(rows):
+        group = []
+        for j in range(n):
+            events: list[Any] = []
+            group.append(Seq(r, params, text, index=i * n + j, sample=j,
+                             emit=events.append if emit else None, owner=events if emit else None))
+        groups.append(group)
+    return engine, groups
 
 
-def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], **kwargs: Any) -> list[dict[str, Any]]:
+def _speculative_stream(model: Any, ids: torch.Tensor, cfg: GenerationConfig, eos: list[int], tok: Any
+                        ) -> Iterator[str]:
+    """stream() with speculative decoding: the text of one row, cut before a stop string."""
+    import codecs
+
+    from ..speculative import draft_model
+    from .speculate import one_row
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    hold = max((len(s) for s in cfg.stops), default=1) - 1
+    text, sent = "", 0
+    for t in one_row(model, ids[0].tolist(), cfg, draft_model(model, cfg.speculative), _generator(model, cfg.seed)):
+        if t in eos:
+            break
+        text += decoder.decode(_token_bytes(tok, [t]))
+        cut = first_stop(text, cfg.stops)
+        if cut >= 0:
+            text = text[:cut]
+            break
+        if len(text) - hold > sent:
+            yield text[sent:len(text) - hold]
+            sent = len(text) - hold
+    else:
+        text += decoder.decode(b"", final=True)
+    if len(text) > sent:
+        yield text[sent:]
+
+
+def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], prefix_cache: PrefixCache | bool = True,
+                  **kwargs: Any) -> list[dict[str, Any]]:
     """Generate from one prompt or a batch of prompts (left-padded into one batch). One dict per
     sequence, prompt-major: prompt, text (the continuation, cut before a stop string), token_ids
     (the new tokens that lie wholly before the cut; no end-of-text), finish_reason
@@ -186,7 +216,7 @@ def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], **kwa
     if not prompts:
         raise GptkitError("no prompt given")
     rows = [_encode_prompt(tok, p) for p in prompts]
-    g = run_generate(model, rows, None, tok, **kwargs)
+    g = run_generate(model, rows, None, tok, prefix_cache, **kwargs)
     stops = make_config(**kwargs).stops
     per = g.sequences.size(0) // len(prompts)
     out = []

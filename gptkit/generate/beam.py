@@ -17,9 +17,46 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from ..engine.processors import Processors
 from .config import GenerationConfig
-from .decode import _Decoder
-from .processors import Processors
+from .decode import _positions
+
+
+class _Decoder:
+    """Prompt prefill and one-token steps over a preallocated KV cache; rows may be padded."""
+
+    def __init__(self, model: Any, ids: torch.Tensor, mask: torch.Tensor | None, max_new: int, expand: int = 1):
+        self.model = model
+        B, T = ids.shape
+        self.mask = None
+        if mask is not None:  # the full (rows, T + max_new) key mask, sliced step by step
+            full = torch.cat([mask, mask.new_ones(B, max_new)], 1)
+            self.mask = full.repeat_interleave(expand, 0) if expand > 1 else full
+        pos = _positions(mask)
+        if expand > 1:  # prefill each prompt once, then copy its cache rows to its beams/samples
+            prefill = model.new_cache(B, T + max_new)
+            h = model.hidden_states(ids, attention_mask=mask, position_ids=pos, cache=prefill)
+            prefill.reorder(torch.arange(B, device=ids.device).repeat_interleave(expand))
+            self.cache = prefill
+            h = h[:, -1].repeat_interleave(expand, 0)
+        else:
+            self.cache = model.new_cache(B, T + max_new)
+            h = model.hidden_states(ids, attention_mask=mask, position_ids=pos, cache=self.cache)[:, -1]
+        self.next_pos = None if pos is None else pos[:, -1:].repeat_interleave(expand, 0) + 1
+        self.logits = model.output_logits(h).float()
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row; the next-token logits (rows, vocab), fp32."""
+        L = self.cache.length + 1
+        mask = None if self.mask is None else self.mask[:, :L]
+        h = self.model.hidden_states(tokens[:, None], attention_mask=mask, position_ids=self.next_pos,
+                                     cache=self.cache)
+        if self.next_pos is not None:
+            self.next_pos = self.next_pos + 1
+        self.logits = self.model.output_logits(h[:, -1]).float()
+        return self.logits
+
+
 
 NEG = -1.0e9  # transformers' "impossible" score in beam search (kept for identical arithmetic)
 

@@ -1,17 +1,15 @@
-"""Inputs (padding, eos, context rule) and the greedy / sampling decoding loop.
+"""generate's inputs: padding, end-of-text ids, the context rule; and the rows they hold.
 """
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ..errors import GptkitError, OptionError
 from .config import GenerationConfig
-from .processors import Processors
-from .text import StopStrings
 
 # ---------------------------------------------------------------------------- inputs
 
@@ -123,90 +121,10 @@ def _generator(model: Any, seed: int | None) -> torch.Generator | None:
     return g
 
 
-class _Decoder:
-    """Prompt prefill and one-token steps over a preallocated KV cache; rows may be padded."""
-
-    def __init__(self, model: Any, ids: torch.Tensor, mask: torch.Tensor | None, max_new: int, expand: int = 1):
-        self.model = model
-        B, T = ids.shape
-        self.mask = None
-        if mask is not None:  # the full (rows, T + max_new) key mask, sliced step by step
-            full = torch.cat([mask, mask.new_ones(B, max_new)], 1)
-            self.mask = full.repeat_interleave(expand, 0) if expand > 1 else full
-        pos = _positions(mask)
-        if expand > 1:  # prefill each prompt once, then copy its cache rows to its beams/samples
-            prefill = model.new_cache(B, T + max_new)
-            h = model.hidden_states(ids, attention_mask=mask, position_ids=pos, cache=prefill)
-            prefill.reorder(torch.arange(B, device=ids.device).repeat_interleave(expand))
-            self.cache = prefill
-            h = h[:, -1].repeat_interleave(expand, 0)
-        else:
-            self.cache = model.new_cache(B, T + max_new)
-            h = model.hidden_states(ids, attention_mask=mask, position_ids=pos, cache=self.cache)[:, -1]
-        self.next_pos = None if pos is None else pos[:, -1:].repeat_interleave(expand, 0) + 1
-        self.logits = model.output_logits(h).float()
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per row; the next-token logits (rows, vocab), fp32."""
-        L = self.cache.length + 1
-        mask = None if self.mask is None else self.mask[:, :L]
-        h = self.model.hidden_states(tokens[:, None], attention_mask=mask, position_ids=self.next_pos,
-                                     cache=self.cache)
-        if self.next_pos is not None:
-            self.next_pos = self.next_pos + 1
-        self.logits = self.model.output_logits(h[:, -1]).float()
-        return self.logits
-
-
-def grammar_constraint(cfg: GenerationConfig, tokenizer: Any, eos: list[int], rows: int) -> Any:
-    """The json_schema / regex constraint of cfg over `rows` rows (None without one); a schema or
-    regex that cannot be used is a ConstraintError here, before any decoding."""
-    grammar = cfg.grammar
-    if grammar is None:
-        return None
-    from ..constrain import GrammarConstraint, compile_grammar
-    if not eos:
-        raise OptionError("eos_token_id", "is needed with json_schema or regex: a row ends when its output is complete")
-    return GrammarConstraint(compile_grammar(grammar, tokenizer, eos), rows)
-
-
-def sample_steps(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, cfg: GenerationConfig,
-                 eos: list[int], pad: int, generator: torch.Generator | None,
-                 stopper: StopStrings | None = None, constraint: Any = None
-                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Greedy / sampling, each row stopping on its own. ids: (B, T), expanded to B *
-    num_return_sequences rows here. Yields (token per row, row done after it) once per step;
-    rows already done get `pad`. constraint: a GrammarConstraint over the B * n rows, or None."""
-    n = cfg.num_return_sequences
-    B, T = ids.shape
-    rows = B * n
-    dec = _Decoder(model, ids, mask, cfg.max_new_tokens, expand=n)
-    if n > 1:
-        ids = ids.repeat_interleave(n, 0)
-        mask = mask.repeat_interleave(n, 0) if mask is not None else None
-    procs = Processors(cfg, model.config.vocab_size, ids, mask, min_keep=1, constraint=constraint)
-    need_seqs = procs.penalty or bool(procs.ngram) or constraint is not None
-    seqs = torch.full((rows, T + cfg.max_new_tokens), pad, dtype=torch.long, device=ids.device)
-    seqs[:, :T] = ids
-    eos_t = torch.tensor(eos, device=ids.device) if eos else None
-    done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
-    logits = dec.logits
-    for step in range(cfg.max_new_tokens):
-        scores = procs(seqs[:, :T + step], logits) if need_seqs or procs.warping else logits
-        if cfg.do_sample:
-            tok = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
-        else:
-            tok = scores.argmax(-1)
-        tok = tok.masked_fill(done, pad)
-        if constraint is not None:
-            constraint.advance(tok.tolist(), (~done).tolist())
-        seqs[:, T + step] = tok
-        now = done if eos_t is None else done | torch.isin(tok, eos_t)
-        if stopper is not None:
-            hit = stopper.update(tok.tolist(), (~done).tolist())
-            now = now | torch.tensor(hit, device=now.device)
-        yield tok, now
-        done = now
-        if step == cfg.max_new_tokens - 1 or bool(done.all()):
-            return
-        logits = dec.step(tok)
+def prompt_rows(ids: torch.Tensor, mask: torch.Tensor | None) -> list[list[int]]:
+    """Each prompt's own tokens, its left padding dropped: the engine runs every row unpadded."""
+    rows = ids.tolist()
+    if mask is None:
+        return rows
+    pads = (mask == 0).sum(1).tolist()
+    return [r[p:] for r, p in zip(rows, pads)]

@@ -2,15 +2,16 @@
 """
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from ..engine.processors import warp
+from ..engine.text import _token_bytes, first_stop
 from ..speculative import Chooser, draft_model, make_drafter, speculative_tokens
 from .config import GenerationConfig
-from .processors import warp
-from .text import StopStrings
 
 
 def chooser(cfg: GenerationConfig, generator: torch.Generator | None) -> Chooser:
@@ -39,12 +40,17 @@ def speculative_rows(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, c
     for i in range(ids.size(0)):
         prompt = ids[i].tolist() if mask is None else ids[i][mask[i].bool()].tolist()
         for _ in range(cfg.num_return_sequences):
-            stopper = StopStrings(tokenizer, cfg.stops, 1) if cfg.stops else None
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             out: list[int] = []
+            text = ""
             for t in one_row(model, prompt, cfg, draft, generator):
                 out.append(t)
-                if t in ends or (stopper is not None and stopper.update([t], [True])[0]):
+                if t in ends:
                     break
+                if cfg.stops:
+                    text += decoder.decode(_token_bytes(tokenizer, [t]))
+                    if first_stop(text, cfg.stops) >= 0:
+                        break
             rows.append(out)
     width = max(len(r) for r in rows)
     new = torch.full((len(rows), width), pad, dtype=torch.long, device=ids.device)

@@ -40,13 +40,10 @@ class ServeConfig:
         "help": "sequences decoded together (KV-cache slots: memory grows with it)"})
     max_queue: int = field(default=64, metadata={
         "help": "requests that may wait for a slot; more get 429 with Retry-After"})
+    prefix_cache_mb: int = field(default=256, metadata={
+        "help": "memory for the keys and values of prompt prefixes reused across requests (0: off)"})
     timeout: float = field(default=600.0, metadata={"help": "longest a request may take, waiting included (seconds)"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "largest request body accepted (bytes)"})
-    speculative: str | None = field(default=None, metadata={
-        "help": "speculative decoding for a request running alone: ngram (drafts copied from the prompt) or a "
-                "draft model with the same tokenizer (a directory or Hub id); greedy answers are unchanged",
-        "cli": {"metavar": "ngram|MODEL"}})
-    num_speculative_tokens: int = field(default=8, metadata={"help": "draft tokens checked per forward pass"})
     log_level: str = field(default="info", metadata={
         "help": "how much uvicorn logs", "cli": {"choices": ["critical", "error", "warning", "info", "debug"]}})
 
@@ -63,14 +60,14 @@ class ServeConfig:
             raise GptkitError(f"--max-batch must be in 1..1024, got {self.max_batch}")
         if not 1 <= self.max_queue <= 100_000:
             raise GptkitError(f"--max-queue must be in 1..100000, got {self.max_queue}")
+        if not 0 <= self.prefix_cache_mb <= 1 << 20:
+            raise GptkitError(f"--prefix-cache-mb must be in 0..{1 << 20}, got {self.prefix_cache_mb}")
         if not self.timeout > 0:
             raise GptkitError(f"--timeout must be > 0 seconds, got {self.timeout}")
         if not 1024 <= self.max_body_bytes <= 1 << 30:
             raise GptkitError(f"--max-body-bytes must be in 1024..{1 << 30}, got {self.max_body_bytes}")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise GptkitError(f"--log-level must be critical, error, warning, info or debug, got {self.log_level!r}")
-        if not 1 <= self.num_speculative_tokens <= 64:
-            raise GptkitError(f"--num-speculative-tokens must be in 1..64, got {self.num_speculative_tokens}")
         if self.api_key is not None and not self.api_key.strip():
             raise GptkitError("--api-key is empty")
         if self.chat_template is not None and Path(self.chat_template).is_dir():
@@ -110,15 +107,17 @@ def build_app(cfg: ServeConfig, model: Any = None) -> Any:
                           f"tokenizer.json beside the weights){f': {detail}' if detail else ''}")
     model_dir = cfg.model if Path(cfg.model).is_dir() else None
     template = find_chat_template(model_dir, cfg.chat_template, tokenizer)
+    if template is not None:  # one that cannot show where a reply begins: refused before serving
+        from .chat import check_generation_prompt
+        try:
+            check_generation_prompt(template)
+        except GptkitError as e:
+            raise GptkitError(f"{template.where}: {e}") from None
     name = cfg.model_name or Path(cfg.model.rstrip("/")).name or "gptkit"
     api_key = cfg.api_key or os.environ.get("GPTKIT_API_KEY") or None
-    speculator = None
-    if cfg.speculative:
-        from ..speculative import draft_model
-        from .speculate import Speculator
-        speculator = Speculator(draft_model(model, cfg.speculative), cfg.num_speculative_tokens)
     opts = ServerOptions(model_name=name, api_key=api_key, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
-                         timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes, speculator=speculator)
+                         timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes,
+                         prefix_cache_bytes=cfg.prefix_cache_mb << 20)
     return create_app(model, tokenizer, opts, template)
 
 

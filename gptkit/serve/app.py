@@ -35,13 +35,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..generate.text import prompt_ids
-from .chat import ChatTemplate, TemplateError, encode_chat
+from ..engine.text import prompt_ids
+from .chat import ChatTemplate, encode_chat
 from .engine import Engine, Event, QueueFull, SamplingParams, TokenInfo
+from .formats import grammar_processor as _grammar_processor
 from .formats import response_grammar
 from .metrics import Metrics, MetricsMiddleware
-from .protocol import APIError, chat_logprobs, clean, completion_logprobs, error_response, parse, read_json, sse
+from .protocol import APIError, chat_logprobs, completion_logprobs, error_response, parse, read_json, sse
 from .schemas import MAX_PROMPTS, ChatRequest, CompletionRequest
+from .tokens import add_token_routes, chat_text
 
 log = logging.getLogger("gptkit.serve")
 
@@ -54,8 +56,8 @@ class ServerOptions:
     max_queue: int = 64
     timeout: float = 600.0  # seconds a request may take, queue included
     max_body_bytes: int = 1 << 20
+    prefix_cache_bytes: int = 256 << 20  # prompt-prefix keys and values kept across requests (0: off)
     drain: float = 3.0  # seconds open streams may run on after SIGTERM before they are ended
-    speculator: Any = None  # a serve.speculate.Speculator (--speculative), or None
 
 
 class Mailbox:
@@ -98,6 +100,13 @@ class Handle:
         self.mailbox.post(self, ev)
 
 
+def count_finish(usage: dict[str, Any], ev: Event, n: int) -> None:
+    """A sequence's tokens into the request's usage; a prompt's cached tokens once (not per sample)."""
+    usage["completion_tokens"] += ev.completion_tokens
+    if ev.index % n == 0:
+        usage["prompt_tokens_details"]["cached_tokens"] += ev.cached_tokens
+
+
 class Job:
     """A validated request ready for the engine."""
 
@@ -122,7 +131,8 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
     if tokenizer is None:
         from ..errors import GptkitError
         raise GptkitError("serving needs the model's tokenizer (vocab.json + merges.txt beside the weights)")
-    engine = Engine(model, tokenizer, max_batch=opts.max_batch, max_queue=opts.max_queue, speculator=opts.speculator)
+    engine = Engine(model, tokenizer, max_batch=opts.max_batch, max_queue=opts.max_queue,
+                    prefix_cache_bytes=opts.prefix_cache_bytes)
     n_ctx = model.config.n_positions
     vocab = model.config.vocab_size
     created = int(time.time())
@@ -184,6 +194,10 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             raise APIError(404, f"the model {name!r} does not exist: this server serves {opts.model_name!r}",
                            param="model", code="model_not_found")
 
+    def engine_eos() -> list[int]:
+        from ..engine import default_eos
+        return sorted(default_eos(model, tokenizer))
+
     def sampling(r: Any, max_tokens: int, logprobs: int | None, prompt_logprobs: bool = False,
                  grammar: Any = None) -> SamplingParams:
         bias = {}
@@ -207,7 +221,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             seed=None if r.seed is None else r.seed % 2**64,
             logprobs=logprobs,
             prompt_logprobs=prompt_logprobs,
-            grammar=grammar,
+            logits_processors=() if grammar is None else (_grammar_processor(grammar),),
         )
 
     def context_check(prompts: list[list[int]], max_tokens: int | None, field: str) -> int:
@@ -304,7 +318,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                 metrics.tpot.observe((end - first) / (tokens - 1))
 
     def stream(chunks: AsyncIterator[tuple[list[dict[str, Any]], bool]], handle: Handle, base: dict[str, Any],
-               usage: dict[str, int], t0: float, include_usage: bool) -> Response:
+               usage: dict[str, Any], t0: float, include_usage: bool) -> Response:
         """Server-sent events in OpenAI's format: a chunk per (choices, carries a token) pair, an
         error object if the request ends early (timeout, server shutdown), the usage chunk when
         asked, then [DONE].
@@ -321,6 +335,8 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             await asyncio.sleep(opts.drain)
             handle.queue.put_nowait(Event("shutdown"))
 
+        null_usage = {"usage": None} if include_usage else {}  # as OpenAI: null on all but the last chunk
+
         async def gen() -> AsyncIterator[dict[str, str]]:
             first = None
             cutter = asyncio.ensure_future(cut_on_shutdown())
@@ -328,7 +344,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                 async for choices, is_token in chunks:
                     if is_token:
                         first = first or time.monotonic()
-                    yield sse({**base, "choices": choices})
+                    yield sse({**base, "choices": choices, **null_usage})
             except APIError as e:
                 yield sse({"error": {"message": e.message, "type": e.type, "param": None, "code": e.code}})
             finally:
@@ -342,7 +358,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                                    shutdown_grace_period=opts.drain + 1.0)
 
     async def collect(job: Job, handle: Handle, total: int, deadline: float, request: Request,
-                      usage: dict[str, int], t0: float) -> Replies | None:
+                      usage: dict[str, Any], t0: float) -> Replies | None:
         """Every sequence of a non-streamed request, to its end (None if the client went away)."""
         r = Replies([""] * total, [[] for _ in range(total)], [[] for _ in range(total)], [None] * total)
         first = None
@@ -356,7 +372,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                 r.tokens[ev.index].extend(ev.tokens)
             elif ev.kind == "finish":
                 r.reasons[ev.index] = ev.reason
-                usage["completion_tokens"] += ev.completion_tokens
+                count_finish(usage, ev, job.n)
         if any(reason is None for reason in r.reasons):
             return None
         observe(t0, first, time.monotonic(), usage["completion_tokens"])
@@ -368,7 +384,8 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         total = len(job.prompts) * job.n
         rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": now, "model": opts.model_name}
-        usage = {"prompt_tokens": sum(len(p) for p in job.prompts), "completion_tokens": 0}
+        usage = {"prompt_tokens": sum(len(p) for p in job.prompts), "completion_tokens": 0,
+                 "prompt_tokens_details": {"cached_tokens": 0}}
         want_lp = job.params.logprobs is not None
 
         if job.stream:
@@ -390,7 +407,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                                 completion_logprobs(ev.tokens, shift) if want_lp else None,
                                 "finish_reason": None}], True
                     elif ev.kind == "finish":
-                        usage["completion_tokens"] += ev.completion_tokens
+                        count_finish(usage, ev, job.n)
                         yield [{"index": ev.index, "text": "", "logprobs": None, "finish_reason": ev.reason}], False
             return stream(chunks(), handle, base, usage, t0, job.include_usage)
 
@@ -417,7 +434,8 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "chat.completion.chunk" if job.stream else "chat.completion",
                 "created": now, "model": opts.model_name, "system_fingerprint": None}
-        usage = {"prompt_tokens": len(job.prompts[0]), "completion_tokens": 0}
+        usage = {"prompt_tokens": len(job.prompts[0]), "completion_tokens": 0,
+                 "prompt_tokens_details": {"cached_tokens": 0}}
         want_lp = job.params.logprobs is not None
 
         if job.stream:
@@ -430,7 +448,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                         yield [{"index": ev.index, "delta": {"content": ev.text},
                                 "logprobs": chat_logprobs(ev.tokens) if want_lp else None, "finish_reason": None}], True
                     elif ev.kind == "finish":
-                        usage["completion_tokens"] += ev.completion_tokens
+                        count_finish(usage, ev, job.n)
                         yield [{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": ev.reason}], False
             return stream(chunks(), handle, base, usage, t0, job.include_usage)
 
@@ -484,7 +502,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         max_tokens = context_check(prompts, r.max_tokens, "max_tokens")
         if texts is None and r.echo:
             texts = await run_in_threadpool(lambda: [tokenizer.decode(x) for x in prompts])
-        grammar = await run_in_threadpool(response_grammar, r.response_format, tokenizer, engine.eos)
+        grammar = await run_in_threadpool(response_grammar, r.response_format, tokenizer, engine_eos())
         params = sampling(r, max_tokens, r.logprobs, prompt_logprobs=bool(r.echo) and r.logprobs is not None,
                           grammar=grammar)
         job = Job(prompts, texts or [""] * len(prompts), params, n, bool(r.stream),
@@ -504,19 +522,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
                            "(which adds ChatML's tokens and template), or start the server with --chat-template FILE "
                            "(a Jinja template)",
                            param="messages", code="no_chat_template")
-        messages = []
-        for m in r.messages:
-            content = m.content if isinstance(m.content, str) or m.content is None else \
-                "".join(part.text for part in m.content)
-            msg = {"role": m.role, "content": content or ""}
-            if m.name is not None:
-                msg["name"] = m.name
-            messages.append(msg)
-        try:
-            text = await run_in_threadpool(chat_template.render, messages)
-        except TemplateError as e:
-            raise APIError(400, f"the chat template refused these messages: {e}", param="messages") from None
-        text = clean(text)
+        text = await run_in_threadpool(chat_text, chat_template, r.messages)
         prompt = await run_in_threadpool(encode_chat, tokenizer, text)
         if not prompt:
             prompt = [tokenizer.eot_id]
@@ -527,7 +533,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         if r.stream_options is not None and not r.stream:
             raise APIError(400, "stream_options is only allowed with stream: true", param="stream_options")
-        grammar = await run_in_threadpool(response_grammar, r.response_format, tokenizer, engine.eos)
+        grammar = await run_in_threadpool(response_grammar, r.response_format, tokenizer, engine_eos())
         params = sampling(r, max_tokens, (r.top_logprobs or 0) if r.logprobs else None, grammar=grammar)
         job = Job([prompt], [text], params, r.n or 1, bool(r.stream),
                   bool(r.stream_options and r.stream_options.include_usage))
@@ -551,6 +557,12 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
     async def metrics_endpoint() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def check(request: Request, model_name: str | None) -> None:
+        check_auth(request)
+        check_model(model_name)
+
+    add_token_routes(app, tokenizer, chat_template, n_ctx, vocab, check, opts.max_body_bytes)
 
     page = resources.files("gptkit.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 

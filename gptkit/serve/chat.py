@@ -49,6 +49,34 @@ class ChatTemplate:
             raise TemplateError(f"the chat template failed on these messages: {e}") from None
 
 
+def check_generation_prompt(t: Any) -> None:
+    """A GptkitError unless the model can tell where its reply begins: the template has a generation
+    prompt, or (Llama 2's and Mistral's [INST] ... [/INST] have none) it ends a user turn otherwise
+    than a reply, so the prompt's end is the cue. Also refused: a template that fails on a
+    conversation of one user turn (with a system turn before it, where it wants one)."""
+    user, reply = "PROBE-USER-TURN", "PROBE-REPLY"
+    failure = None
+    for probe in ([{"role": "user", "content": user}],
+                  [{"role": "system", "content": "PROBE-SYSTEM"}, {"role": "user", "content": user}]):
+        try:
+            prompt, plain = t.render(probe, True), t.render(probe, False)
+            whole = t.render(probe + [{"role": "assistant", "content": reply}], False)
+            break
+        except TemplateError as e:
+            failure = failure or e
+    else:
+        raise GptkitError(f"the chat template fails on a conversation of one user turn: {failure}")
+    if prompt != plain:
+        return
+    user_end = prompt[prompt.rfind(user) + len(user):] if user in prompt else None
+    reply_end = whole[whole.rfind(reply) + len(reply):] if reply in whole else None
+    if user_end is None or reply_end is None or not whole.startswith(prompt) or user_end == reply_end:
+        raise GptkitError("the chat template has no generation prompt (it renders the same with "
+                          "add_generation_prompt true and false, and ends a user turn as it ends a reply): the model "
+                          "could not tell where its reply begins; add an {% if add_generation_prompt %} block that "
+                          "opens the assistant's turn")
+
+
 def find_chat_template(model_dir: str | Path | None, override: str | Path | None = None,
                        tokenizer: Any = None) -> ChatTemplate | None:
     """The template from `override` (a .jinja file), else from the model directory, else None;

@@ -33,3 +33,9 @@ def response_grammar(fmt: Any, tokenizer: Any, eos: Iterable[int]) -> Any:
         return compile_grammar(grammar, tokenizer, sorted(eos))
     except ConstraintError as e:
         raise APIError(400, f"response_format: {e}", param="response_format", code="invalid_response_format") from None
+
+
+def grammar_processor(compiled: Any) -> Any:
+    """The engine's per-sequence processor factory for a compiled grammar."""
+    from ..constrain import grammar_processor as make
+    return make(compiled)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
-from .engine import TokenInfo
+from ..engine import TokenInfo
 
 TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "model"}
 UNION_HINTS = {

@@ -95,3 +95,16 @@ class ChatRequest(Sampling):
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     response_format: ResponseFormat | None = None
+
+
+class TokenizeRequest(Strict):
+    """POST /tokenize (vLLM's shape): a prompt, or chat messages rendered by the chat template."""
+    model: Annotated[str, Field(max_length=512)] | None = None
+    prompt: str | None = None
+    messages: Annotated[list[Message], Field(min_length=1, max_length=4096)] | None = None
+    add_generation_prompt: bool = True
+
+
+class DetokenizeRequest(Strict):
+    model: Annotated[str, Field(max_length=512)] | None = None
+    tokens: Annotated[list[Annotated[int, Field(ge=0, le=2**31)]], Field(max_length=1_000_000)]

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gptkit.engine.text import prompt_ids
 from gptkit.errors import GptkitError
-from gptkit.generate.text import prompt_ids
 
 from .data import Example
 from .templates import Template

@@ -145,11 +145,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def run_task(model: Any, tokenizer: Any, examples: Sequence[Example], template: Template, out: str | os.PathLike,
              *, generation: dict[str, Any] | None = None, shots: Sequence[Example] = (), batch_size: int = 16,
-             on_long: str = "error", overwrite: bool = False, progress: bool = True,
+             on_long: str = "error", overwrite: bool = False, progress: bool = True, prefix_cache: bool = True,
              settings: dict[str, Any] | None = None, inputs: Sequence[str | os.PathLike | None] = ()) -> dict[str, Any]:
     """Run the task over the examples into `out` (see the module doc). Returns a summary dict:
     {"done", "resumed", "generated", "truncated", "out"}. inputs: the files the examples came from
-    (`out` is never one of them)."""
+    (`out` is never one of them). prefix_cache: one PrefixCache for the run, so the k-shot part
+    every prompt starts with is computed once (outputs are the same without it)."""
+    from gptkit.engine import PrefixCache
     from gptkit.generate import generate_text
 
     if batch_size < 1:
@@ -201,13 +203,14 @@ def run_task(model: Any, tokenizer: Any, examples: Sequence[Example], template: 
     n_seq = int(gen.get("num_return_sequences", 1))
     seed = gen.pop("seed", None)
     generated = 0
+    prefix = PrefixCache(model) if prefix_cache else False
     with open(out, "a", encoding="utf-8") as f:
         for b in range(0, len(todo), batch_size):
             batch = todo[b:b + batch_size]
             kw = dict(gen)
             if seed is not None:  # a per-batch seed from the batch's first example: reproducible
                 kw["seed"] = int(seed) * 1_000_003 + batch[0].index
-            results = generate_text(model, tokenizer, [p.prompt for p in batch], **kw)
+            results = generate_text(model, tokenizer, [p.prompt for p in batch], prefix_cache=prefix, **kw)
             lines = []
             for j, p in enumerate(batch):
                 cands = results[j * n_seq:(j + 1) * n_seq]

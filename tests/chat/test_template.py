@@ -95,6 +95,26 @@ def test_a_template_without_a_generation_prompt_is_refused():
         chat_template(bytes_tokenizer())
 
 
+LLAMA2 = ("{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token + '[INST] ' + m['content'] + ' [/INST]' }}"
+          "{% elif m['role'] == 'assistant' %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}{% endfor %}")
+
+
+def test_a_template_whose_user_turn_ends_as_no_reply_does_needs_no_generation_prompt():
+    """Llama 2's and Mistral's [INST] ... [/INST] have no add_generation_prompt block: [/INST] is the cue."""
+    tok = bytes_tokenizer()
+    ids, trained, _ = encode_conversation(tok, MESSAGES[1:3], chat_template(tok, LLAMA2))
+    assert tok.decode([i for i, t in zip(ids, trained) if t]) == " " + MESSAGES[2]["content"] + " <|endoftext|>"
+    assert tok.decode(ids[:trained.index(True)]).endswith(" [/INST]")
+
+
+def test_a_template_that_wants_a_system_turn_first_is_accepted_and_one_that_always_fails_is_one_line():
+    wants = ("{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system turn first') }}{% endif %}"
+             "{% for m in messages %}{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}A: {% endif %}")
+    assert chat_template(bytes_tokenizer(), wants).render(MESSAGES[:2], True).endswith("A: ")
+    with pytest.raises(GptkitError, match="fails on a conversation of one user turn: no conversation suits me"):
+        chat_template(bytes_tokenizer(), "{{ raise_exception('no conversation suits me') }}")
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_growth_keeps_old_logits_and_ties(tied):
     torch.manual_seed(0)

@@ -126,3 +126,57 @@ def test_a_model_without_a_template_is_one_line(tmp_path):
                                                         "{% if add_generation_prompt %}Bot:{% endif %}")
     p = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert p.returncode == 0 and "chatting with" in p.stdout, p.stderr
+
+
+def _family_chat_dir(kind: str, directory):
+    """A tiny random transformers Llama with a `kind` tokenizer.json and the family's own template
+    (tests/family_tokenizers.py), its replies kept off end-of-turn, control and byte tokens."""
+    transformers = pytest.importorskip("transformers")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+    from family_tokenizers import build, vocab_size
+    build(kind, directory)
+    tok = transformers.AutoTokenizer.from_pretrained(directory)
+    config = transformers.LlamaConfig(vocab_size=vocab_size(directory), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                      max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+                                      eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(6)  # peaked next tokens: no near-ties
+        low = list(tok.added_tokens_decoder) + [i for t, i in tok.get_vocab().items() if t.startswith("<0x")]
+        model.lm_head.weight[low] = 0  # logit 0, below the best text token's
+    model.save_pretrained(directory)
+    return directory, tok, model
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama2"])
+def test_chat_on_a_transformers_chat_model(kind, tmp_path):
+    """`gptkit chat` on a transformers directory with its own template (Qwen's ChatML; Llama 2's
+    [INST], which has no generation prompt): each reply, the second given the first, is transformers'
+    greedy reply to apply_chat_template's ids."""
+    pexpect = pytest.importorskip("pexpect")
+    d, tok, model = _family_chat_dir(kind, tmp_path / kind)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    child = pexpect.spawn(sys.executable, ["-m", "gptkit", "chat", "--model", str(d), "--no-do-sample",
+                                           "--max-new-tokens", "6", "--dtype", "float32", "--device", "cpu"],
+                          env=env, encoding="utf-8", timeout=60, cwd=str(tmp_path))
+    try:
+        for line in ("Hello world, this is a test", "And the café?"):
+            child.expect_exact(">>> ")
+            child.sendline(line)
+        child.expect_exact(">>> ")
+        child.sendline("/save c.json")
+        child.expect_exact("(saved 4 message(s)")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    saved = json.loads((tmp_path / "c.json").read_text())["messages"]
+    for n in (1, 3):
+        ids = tok.apply_chat_template(saved[:n], add_generation_prompt=True, tokenize=True, return_dict=True,
+                                      return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
+        want = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        assert saved[n]["role"] == "assistant" and saved[n]["content"].strip() == want.strip() != ""

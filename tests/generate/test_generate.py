@@ -12,9 +12,9 @@ transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from gptkit import load_model  # noqa: E402
+from gptkit.engine.processors import banned_ngram_tokens  # noqa: E402
 from gptkit.errors import GptkitError  # noqa: E402
 from gptkit.generate import generate, generate_text, stream  # noqa: E402
-from gptkit.generate.processors import banned_ngram_tokens  # noqa: E402
 
 from conftest import EOS  # noqa: E402
 from conftest import build_random_gpt2 as build  # noqa: E402

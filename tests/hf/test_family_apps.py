@@ -126,3 +126,24 @@ def test_finetune_saves_a_model_transformers_loads_with_the_same_logits(tmp_path
         assert (ours(x) - gptkit.load_model(base)(x)).abs().max() > 1e-3  # it did learn something
     assert transformers.AutoTokenizer.from_pretrained(saved)(PROMPT).input_ids == \
         transformers.AutoTokenizer.from_pretrained(base)(PROMPT).input_ids
+
+
+@pytest.mark.parametrize("case", ["llama3-gqa", "qwen2-biases"])
+def test_gptkit_chat_replies_as_transformers_continues_the_template(tmp_path, case):
+    from gptkit.chat.template import chat_template, end_of_turn
+    from gptkit.chat.terminal import Chat
+    directory = _family_dir(tmp_path / case, *CASES[case])
+    model = gptkit.load_model(directory)
+    chat = Chat(model, model.tokenizer, chat_template(model.tokenizer), {"max_new_tokens": 8, "do_sample": False})
+    text = chat.reply("Hi there", lambda s: None)
+    theirs_tok = transformers.AutoTokenizer.from_pretrained(directory)
+    ids = theirs_tok.apply_chat_template([{"role": "user", "content": "Hi there"}], add_generation_prompt=True,
+                                         tokenize=True, return_dict=True)["input_ids"]
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    turn_end = end_of_turn(model.tokenizer)
+    assert turn_end[0] == theirs_tok.convert_tokens_to_ids("<|eot_id|>" if case.startswith("llama3") else "<|im_end|>")
+    with torch.no_grad():
+        out = theirs.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, eos_token_id=turn_end,
+                              pad_token_id=turn_end[0])[0, len(ids):].tolist()
+    out = out[:next((i for i, t in enumerate(out) if t in turn_end), len(out))]
+    assert text == theirs_tok.decode(out)

@@ -71,3 +71,9 @@ def test_n_seed_stop_and_logprobs(chat_client):
 def test_a_model_without_a_template_says_how_to_add_one(client):
     with pytest.raises(openai.BadRequestError, match=r"no chat template.*gptkit finetune --task chat.*--chat-template"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_conversation_longer_than_the_context_is_a_400(chat_client):
+    with pytest.raises(openai.BadRequestError, match=r"maximum context length is 256 tokens"):
+        chat_client.chat.completions.create(model="chatml", messages=[{"role": "user", "content": "x " * 300}],
+                                            max_tokens=4)

@@ -266,7 +266,8 @@ def test_queue_full_429_timeout_and_disconnect(slow_server):
         wait_for(lambda: engine.running == 0 and engine.queued == 0)  # its slot is free at the next step
         # a request longer than --timeout (1.5 s) ends with 408 and frees its slot
         t0 = time.monotonic()
-        r = http.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "a", "max_tokens": 94})
+        r = http.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "a", "max_tokens": 94,
+                                                       "logit_bias": {"256": -100}})  # no early end-of-text
         assert r.status_code == 408 and r.json()["error"]["code"] == "timeout"
         assert time.monotonic() - t0 < 15  # ended by the timeout, not hung (generous: a busy 2-core machine)
         wait_for(lambda: engine.running == 0)

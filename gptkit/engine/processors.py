@@ -1,13 +1,16 @@
-"""Logits processors and warpers, in transformers' order.
+"""Logits processors and warpers, in transformers' order: the batched form beam search uses
+(`Processors`, one GenerationConfig for all rows) and the per-row form of the engine
+(`row_scores`, each sequence with its own SamplingParams), built from the same functions.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .config import GenerationConfig
+if TYPE_CHECKING:
+    from .sequence import Seq
 
 # ---------------------------------------------------------------------------- logits processing
 # Each function takes and returns fp32 scores (rows, vocab); -inf marks a filtered token.
@@ -66,10 +69,9 @@ def warp(scores: torch.Tensor, temperature: float = 1.0, top_k: int | None = Non
 class Processors:
     """The logits processors of one generate call, applied in transformers' order."""
 
-    def __init__(self, cfg: GenerationConfig, vocab: int, prompt: torch.Tensor,
-                 mask: torch.Tensor | None, min_keep: int, constraint: Any = None) -> None:
+    def __init__(self, cfg: Any, vocab: int, prompt: torch.Tensor,
+                 mask: torch.Tensor | None, min_keep: int) -> None:
         self.cfg, self.vocab, self.min_keep = cfg, vocab, min_keep
-        self.constraint = constraint  # a gptkit.constrain.GrammarConstraint over these rows, or None
         self.prompt_valid = mask.bool() if mask is not None else None
         self.penalty = cfg.repetition_penalty != 1.0
         self.ngram = cfg.no_repeat_ngram_size
@@ -94,9 +96,31 @@ class Processors:
                 r, t = zip(*banned)
                 scores = scores.index_put((torch.tensor(r, device=scores.device), torch.tensor(t, device=scores.device)),
                                           torch.tensor(float("-inf"), device=scores.device))
-        if self.constraint is not None:  # before the warpers, as vLLM: top-k / top-p pick among allowed tokens
-            scores = self.constraint.mask(scores)
         if self.warping:
             c = self.cfg
             scores = warp(scores, c.temperature, c.top_k, c.top_p, c.min_p, self.min_keep)
         return scores
+
+
+def row_scores(s: Seq, logits: torch.Tensor) -> torch.Tensor:
+    """Row s's fp32 logits (V,) after its logit_bias, penalties, banned n-grams and logits
+    processors, in that order: what its sampler sees before temperature and filtering."""
+    p = s.params
+    scores = logits[None]
+    if p.logit_bias:
+        if s.bias is None:
+            s.bias = (torch.tensor(list(p.logit_bias), device=logits.device),
+                      torch.tensor(list(p.logit_bias.values()), device=logits.device)[None])
+        scores = scores.index_add(1, *s.bias)
+    if s.seen is not None:
+        scores = repetition_penalty_(scores, s.seen[None], p.repetition_penalty)
+    if s.counts is not None:
+        scores = scores - p.frequency_penalty * s.counts - p.presence_penalty * (s.counts > 0).float()
+    if p.no_repeat_ngram_size:
+        banned = banned_ngram_tokens(s.prompt + s.out, p.no_repeat_ngram_size)
+        if banned:
+            scores = scores.index_fill(1, torch.tensor(banned, device=logits.device), float("-inf"))
+    scores = scores[0]
+    for proc in s.processors:
+        scores = proc(s.out, scores)
+    return scores
