@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .draft import rollback
 from .verify import accept_greedy, accept_sampled
 
 
@@ -60,7 +61,7 @@ def speculative_tokens(model: Any, prompt: list[int], max_new_tokens: int, k: in
             n, nxt = accept_sampled(drafts, q, choose.probs(logits), generator)
         else:
             n, nxt = accept_greedy(drafts, logits)
-        cache.length = len(seq) + n  # the kept drafts are in the cache; nxt is fed next step
+        rollback(cache, len(seq) + n)  # the kept drafts are in the cache; nxt is fed next step
         drafter.accepted(n)
         for t in [*drafts[:n], nxt]:
             seq.append(t)

@@ -54,6 +54,15 @@ def same_tokenizer(model: Any, draft: Any) -> None:
                           "decoding needs the same tokenizer")
 
 
+def rollback(cache: Any, length: int) -> None:
+    """A one-row cache now holds `length` positions (the engine's KVCache keeps per-row lengths)."""
+    if hasattr(cache, "set_length"):
+        cache.set_length(0, length)
+        cache.window(0, 1)
+    else:
+        cache.length = length
+
+
 class ModelDrafter:
     """A smaller model decoding ahead. Its cache holds a prefix of the sequence; each propose()
     feeds what it has not seen, then drafts k tokens one by one (greedy, or sampled from its own
@@ -75,7 +84,7 @@ class ModelDrafter:
         k = min(k, self.draft.config.n_positions - len(seq))
         if k <= 0:
             return [], None
-        self.cache.length = self.seen
+        rollback(self.cache, self.seen)
         logits = self._logits(seq[self.seen:])
         self.proposed = len(seq)
         drafts, probs = [], []
