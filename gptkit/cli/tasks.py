@@ -66,6 +66,9 @@ class RunOptions:
     num_return_sequences: int = field(default=1, metadata={"help": "candidates per source (-n; needs beams or sampling)"})
     seed: int | None = field(default=None, metadata={"help": "sampling seed"})
     stop: str | None = field(default=None, metadata={"help": "stop string (default: the template's, end of line)"})
+    speculative: str | None = field(default=None, metadata={
+        "help": "speculative decoding: ngram (drafts copied from the prompt) or a draft model directory with the "
+                "same tokenizer; greedy outputs are unchanged (default: off)", "cli": {"metavar": "ngram|MODEL"}})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or auto"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     prefix_cache: bool = field(default=True, metadata={"help": "reuse the keys and values of prompt prefixes "
@@ -146,6 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                num_return_sequences=args.num_return_sequences, seed=args.seed,
                stop=[args.stop] if args.stop else None)
+    if args.speculative:  # only when asked for: the settings files of earlier runs stay what they were
+        gen["speculative"] = args.speculative
     from ..generate import make_config
     make_config(**gen)  # bad options: one line, before the model is loaded
     model = load_model(args.model, dtype=args.dtype)

@@ -62,6 +62,10 @@ def run_generate(model: Any, input_ids: Any, attention_mask: Any = None, tokeniz
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos[0] if eos else 0)
     ids, mask = prepare_inputs(model, input_ids, attention_mask, cfg, pad)
     tok = resolve_tokenizer(model, tokenizer, "stop=") if cfg.stops else None
+    if cfg.grammar is not None:
+        tok = resolve_tokenizer(model, tokenizer, "json_schema= / regex=")
+    elif cfg.speculative is not None and tok is None:
+        tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     was_training = model.training
     model.eval()
     try:
@@ -77,6 +81,11 @@ def run_generate(model: Any, input_ids: Any, attention_mask: Any = None, tokeniz
             seqs, lengths = beam_search(model, ids, mask, cfg, eos, pad, _generator(model, cfg.seed),
                                         stop_hit if tok is not None else None)
             return Generation(seqs, T, lengths.tolist(), eos, ids, mask)
+        if cfg.speculative is not None:
+            from .speculate import speculative_rows
+            new, lengths = speculative_rows(model, ids, mask, cfg, eos, pad, _generator(model, cfg.seed), tok)
+            seqs = torch.cat([ids.repeat_interleave(cfg.num_return_sequences, 0), new], 1)
+            return Generation(seqs, T, lengths, eos, ids, mask)
         engine, groups = _engine(model, ids, mask, cfg, eos, tok, prefix_cache)
         engine.run(groups)
         seqs = [s for g in groups for s in g]
@@ -97,7 +106,9 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, *, tokenize
     temperature=1.0, top_k=50, top_p=1.0, min_p=None, repetition_penalty=1.0,
     no_repeat_ngram_size=0, num_beams=1, length_penalty=1.0, early_stopping=False,
     num_return_sequences=1, eos_token_id=None (the model's), pad_token_id=None (the first eos),
-    stop=None (strings; needs a tokenizer), seed=None, context="error" | "truncate".
+    stop=None (strings; needs a tokenizer), seed=None, context="error" | "truncate";
+    json_schema=None (a dict or its JSON text) or regex=None: the new text must match (gptkit.constrain);
+    speculative=None ("ngram" or a draft model), num_speculative_tokens=8 (gptkit.speculative).
 
     input_ids: a (batch, T) tensor (with attention_mask if left-padded), one list of ids, or a list
     of lists of different lengths (left-padded here)."""
@@ -120,6 +131,9 @@ def stream(model: Any, prompt: Any, *, tokenizer: Any = None, **kwargs: Any) -> 
     was_training = model.training
     model.eval()
     try:
+        if cfg.speculative is not None:
+            yield from _speculative_stream(model, ids, cfg, eos, tok)
+            return
         engine, groups = _engine(model, ids, mask, cfg, eos, tok, True, emit=True)
         (seq,), = groups
         engine.add([seq])
@@ -145,7 +159,13 @@ def _engine(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, cfg: Gener
         prefix_cache = PrefixCache(model) if len(rows) > 1 else None
     engine = Engine(model, tok, max_rows=len(rows) * n, max_length=max(map(len, rows)) + cfg.max_new_tokens,
                     prefix_cache=prefix_cache or None, eos=eos)
-    params = from_generation_config(cfg, eos)
+    processors = ()
+    if cfg.grammar is not None:  # json_schema / regex: one matcher per sequence
+        from ..constrain import compile_grammar, grammar_processor
+        if not eos:
+            raise GptkitError("eos_token_id is needed with json_schema or regex: a row ends when its output is complete")
+        processors = (grammar_processor(compile_grammar(cfg.grammar, tok, eos)),)
+    params = from_generation_config(cfg, eos, logits_processors=processors)
     text = TokenText(tok) if tok is not None and (cfg.stops or emit) else None
     groups = []
     for i, r in enumerate(rows):
@@ -156,6 +176,33 @@ def _engine(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, cfg: Gener
                              emit=events.append if emit else None, owner=events if emit else None))
         groups.append(group)
     return engine, groups
+
+
+def _speculative_stream(model: Any, ids: torch.Tensor, cfg: GenerationConfig, eos: list[int], tok: Any
+                        ) -> Iterator[str]:
+    """stream() with speculative decoding: the text of one row, cut before a stop string."""
+    import codecs
+
+    from ..speculative import draft_model
+    from .speculate import one_row
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    hold = max((len(s) for s in cfg.stops), default=1) - 1
+    text, sent = "", 0
+    for t in one_row(model, ids[0].tolist(), cfg, draft_model(model, cfg.speculative), _generator(model, cfg.seed)):
+        if t in eos:
+            break
+        text += decoder.decode(_token_bytes(tok, [t]))
+        cut = first_stop(text, cfg.stops)
+        if cut >= 0:
+            text = text[:cut]
+            break
+        if len(text) - hold > sent:
+            yield text[sent:len(text) - hold]
+            sent = len(text) - hold
+    else:
+        text += decoder.decode(b"", final=True)
+    if len(text) > sent:
+        yield text[sent:]
 
 
 def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[str], prefix_cache: PrefixCache | bool = True,

@@ -16,6 +16,20 @@ def _early_stopping(s: str) -> bool | str:
     return {"true": True, "false": False, "never": "never"}[s]
 
 
+def _schema_file(path: str) -> Any:
+    """--json-schema FILE: the schema read from the file (a JSON object)."""
+    import json
+    from pathlib import Path
+
+    from ..errors import GptkitError
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GptkitError(f"--json-schema {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise GptkitError(f"--json-schema {path}: not a JSON file ({e})") from None
+
+
 def _opt(value: Any, text: str, /, **cli: Any) -> Any:
     return field(default=value, metadata={"help": text, **({"cli": cli} if cli else {})})
 
@@ -48,6 +62,14 @@ class GenerationConfig:
                                     default_text="the first eos id")
     stop: Sequence[str] | str | None = _opt(None, "a stop string, cut from the output (repeatable)", append=True)
     seed: int | None = _opt(None, "seed of sampling, for reproducible output", default_text="torch's global RNG")
+    json_schema: Any = _opt(None, "constrain the output to JSON that validates against this JSON schema (a dict, "
+                            "or its JSON text; on the command line a file)", parse=_schema_file, metavar="FILE")
+    regex: str | None = _opt(None, "constrain the output to text this regular expression matches whole", metavar="RE")
+    speculative: Any = _opt(None, "speculative decoding: ngram (prompt lookup: drafts copied from the prompt and "
+                            "output) or MODEL (a smaller model with the same tokenizer drafts; a directory, Hub id "
+                            "or, in Python, a loaded model); greedy output is unchanged, sampling keeps its "
+                            "distribution", metavar="ngram|MODEL", default_text="off")
+    num_speculative_tokens: int = _opt(8, "speculative decoding: draft tokens the model checks per forward pass")
     context: str = _opt("error", "a prompt + max_new_tokens longer than the model's context: an error, or keep "
                         "the prompt's last tokens, with a warning (truncate)", choices=["error", "truncate"])
 
@@ -89,6 +111,14 @@ class GenerationConfig:
             bad("context", f"must be 'error' or 'truncate', got {self.context!r}")
         if any(not isinstance(s, str) or not s for s in self.stops):
             bad("stop", "strings must be non-empty strings")
+        if self.json_schema is not None and self.regex is not None:
+            bad("json_schema", "and regex cannot be combined: give one constraint")
+        if (self.json_schema is not None or self.regex is not None) and self.num_beams > 1:
+            bad("num_beams", "must be 1 with json_schema or regex (constrained beam search is not supported)")
+        if self.regex is not None and (not isinstance(self.regex, str) or not self.regex):
+            bad("regex", f"must be a non-empty string, got {self.regex!r}")
+        if self.speculative is not None:
+            self._check_speculative()
         eos = self.eos_token_id if isinstance(self.eos_token_id, (list, tuple)) else [self.eos_token_id]
         for e in eos:
             if e is not None and (not isinstance(e, numbers.Integral) or e < 0):
@@ -98,6 +128,29 @@ class GenerationConfig:
             bad("pad_token_id", f"must be a token id >= 0, got {self.pad_token_id!r}")
         if self.seed is not None and (not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**64):
             bad("seed", f"must be an integer in [0, 2**64), got {self.seed!r}")
+
+    def _check_speculative(self) -> None:
+        k = self.num_speculative_tokens
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+            raise OptionError("num_speculative_tokens", f"must be an integer >= 1, got {k!r}")
+        if isinstance(self.speculative, str) and not self.speculative:
+            raise OptionError("speculative", "must be 'ngram' or a draft model, got ''")
+        clash = [name for name, on in (("num_beams > 1", self.num_beams > 1),
+                                       ("repetition_penalty", self.repetition_penalty != 1.0),
+                                       ("no_repeat_ngram_size", bool(self.no_repeat_ngram_size)),
+                                       ("json_schema / regex", self.json_schema is not None or self.regex is not None))
+                 if on]
+        if clash:
+            raise OptionError("speculative", f"cannot be combined with {clash[0]} (speculative decoding is for "
+                              "greedy and sampled decoding with temperature / top-k / top-p / min-p)")
+
+    @property
+    def grammar(self) -> Any:
+        """The constraint as a gptkit.constrain.Grammar, or None."""
+        if self.json_schema is None and self.regex is None:
+            return None
+        from ..constrain import Grammar
+        return Grammar.regex(self.regex) if self.regex is not None else Grammar.json_schema(self.json_schema)
 
     @property
     def stops(self) -> tuple[str, ...]:

@@ -38,6 +38,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..engine.text import prompt_ids
 from .chat import ChatTemplate, encode_chat
 from .engine import Engine, Event, QueueFull, SamplingParams, TokenInfo
+from .formats import grammar_processor as _grammar_processor
+from .formats import response_grammar
 from .metrics import Metrics, MetricsMiddleware
 from .protocol import APIError, chat_logprobs, completion_logprobs, error_response, parse, read_json, sse
 from .schemas import MAX_PROMPTS, ChatRequest, CompletionRequest
@@ -192,7 +194,12 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             raise APIError(404, f"the model {name!r} does not exist: this server serves {opts.model_name!r}",
                            param="model", code="model_not_found")
 
-    def sampling(r: Any, max_tokens: int, logprobs: int | None, prompt_logprobs: bool = False) -> SamplingParams:
+    def engine_eos() -> list[int]:
+        from ..engine import default_eos
+        return sorted(default_eos(model, tokenizer))
+
+    def sampling(r: Any, max_tokens: int, logprobs: int | None, prompt_logprobs: bool = False,
+                 grammar: Any = None) -> SamplingParams:
         bias = {}
         for k, v in (r.logit_bias or {}).items():
             if not k.strip().isdigit() or not 0 <= int(k) < vocab:
@@ -214,6 +221,7 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             seed=None if r.seed is None else r.seed % 2**64,
             logprobs=logprobs,
             prompt_logprobs=prompt_logprobs,
+            logits_processors=() if grammar is None else (_grammar_processor(grammar),),
         )
 
     def context_check(prompts: list[list[int]], max_tokens: int | None, field: str) -> int:
@@ -494,7 +502,9 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
         max_tokens = context_check(prompts, r.max_tokens, "max_tokens")
         if texts is None and r.echo:
             texts = await run_in_threadpool(lambda: [tokenizer.decode(x) for x in prompts])
-        params = sampling(r, max_tokens, r.logprobs, prompt_logprobs=bool(r.echo) and r.logprobs is not None)
+        grammar = await run_in_threadpool(response_grammar, r.response_format, tokenizer, engine_eos())
+        params = sampling(r, max_tokens, r.logprobs, prompt_logprobs=bool(r.echo) and r.logprobs is not None,
+                          grammar=grammar)
         job = Job(prompts, texts or [""] * len(prompts), params, n, bool(r.stream),
                   bool(r.stream_options and r.stream_options.include_usage), echo=bool(r.echo))
         if r.stream_options is not None and not r.stream:
@@ -523,7 +533,8 @@ def create_app(model: Any, tokenizer: Any, options: ServerOptions | None = None,
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         if r.stream_options is not None and not r.stream:
             raise APIError(400, "stream_options is only allowed with stream: true", param="stream_options")
-        params = sampling(r, max_tokens, (r.top_logprobs or 0) if r.logprobs else None)
+        grammar = await run_in_threadpool(response_grammar, r.response_format, tokenizer, engine_eos())
+        params = sampling(r, max_tokens, (r.top_logprobs or 0) if r.logprobs else None, grammar=grammar)
         job = Job([prompt], [text], params, r.n or 1, bool(r.stream),
                   bool(r.stream_options and r.stream_options.include_usage))
         return await run_chat(job, request)

@@ -2,7 +2,7 @@
 every number bounded), plus gptkit's own top_k, min_p and repetition_penalty."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,6 +49,21 @@ class Sampling(Strict):
     repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
 
 
+class JsonSchemaFormat(Strict):
+    """OpenAI's response_format.json_schema: {"name", "description", "schema", "strict"}."""
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: Annotated[str, Field(max_length=4096)] | None = None
+    schema_: dict[str, Any] | bool | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Strict):
+    """text (no constraint), json_object (any JSON object) or json_schema, as OpenAI takes them."""
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=2**31)]], Field(min_length=1)]
 
 
@@ -59,6 +74,7 @@ class CompletionRequest(Sampling):
     echo: bool | None = None
     best_of: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
     suffix: str | None = None
+    response_format: ResponseFormat | None = None  # as the chat endpoint's (vLLM takes it here too)
 
 
 class TextPart(Strict):
@@ -70,10 +86,6 @@ class Message(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | Annotated[list[TextPart], Field(max_length=256)] | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
-
-
-class ResponseFormat(Strict):
-    type: Literal["text"]
 
 
 class ChatRequest(Sampling):
