@@ -93,7 +93,11 @@ def _next_lines(package: str, rng: random.Random, per_file: int = 3) -> list[tup
 def build_nextline_task(path: Path, questions: int, seed: int = 0) -> int:
     """A JSONL of {context, choices, label}: pick a line of code that comes next among four."""
     rng = random.Random(seed)
-    items = [it for p in PACKAGES for it in _next_lines(p, rng)]
+    return _write_mc(path, [it for p in PACKAGES for it in _next_lines(p, rng)], questions, rng)
+
+
+def _write_mc(path: Path, items: list[tuple[str, str, list[str]]], questions: int, rng: random.Random) -> int:
+    """Up to `questions` of (context, right, three wrong) as JSONL {context, choices, label}."""
     rows = []
     for ctx, right, wrong in rng.sample(items, min(questions, len(items))):
         label = rng.randrange(4)
@@ -122,12 +126,7 @@ def build_wordorder_task(path: Path, questions: int, seed: int = 0) -> int:
     rng = random.Random(seed)
     items = [(ctx, right, wrong) for p in PACKAGES for ctx, right, _ in _next_lines(p, rng)
              if len(right.split(" ")) >= 4 and (wrong := _shuffled(right, rng))]
-    rows = []
-    for ctx, right, wrong in rng.sample(items, min(questions, len(items))):
-        label = rng.randrange(4)
-        rows.append({"context": ctx, "choices": wrong[:label] + [right] + wrong[label:], "label": label})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return len(rows)
+    return _write_mc(path, items, questions, rng)
 
 
 TASKS = {"nextline_mc": build_nextline_task, "wordorder_mc": build_wordorder_task}

@@ -157,7 +157,7 @@ class JsonTokenizer:
         self.specials = tuple(t for t in self.special_ids if t != self.eot_token)
         self._added = {i: t.content for i, t in added.items()}
         self.vocab_size = max(self._special.get_vocab_size(with_added_tokens=True), 1 + max(added, default=-1))
-        self.chat_template = files.get("chat_template.jinja") or _template(config, config_where)
+        self.chat_template = files.get("chat_template.jinja") or config_chat_template(config, config_where)
         self.prompt_prefix = self._prefix()
         self._table: list[bytes] | None = None
 
@@ -269,7 +269,8 @@ class JsonTokenizer:
         return files
 
 
-def _template(config: dict[str, Any], where: str) -> str | None:
+def config_chat_template(config: dict[str, Any], where: str) -> str | None:
+    """The chat template of a tokenizer_config.json (its "default" when it names several), or None."""
     template = config.get("chat_template")
     if isinstance(template, list):  # named templates: gptkit keeps "default"
         template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gptkit.errors import GptkitError
+from gptkit.tokenizer_json import config_chat_template
 
 EOT = "<|endoftext|>"
 
@@ -68,10 +69,4 @@ def read_added_tokens(config: dict[str, Any], eot_id: int, where: str) -> tuple[
     if sorted(above) != list(range(eot_id + 1, eot_id + 1 + len(above))):
         raise GptkitError(f"{where}: added tokens above {EOT} ({eot_id}) must take the ids that follow it, "
                           f"without gaps; found {sorted(above)[:4]}")
-    template = config.get("chat_template")
-    if isinstance(template, list):  # named templates: gptkit keeps "default"
-        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
-                        None)
-    if template is not None and not isinstance(template, str):
-        raise GptkitError(f"{where}: chat_template must be a string (a Jinja template)")
-    return specials, template
+    return specials, config_chat_template(config, where)
