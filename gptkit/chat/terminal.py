@@ -13,7 +13,9 @@ and returns to the prompt; Ctrl-D or /quit ends the conversation. Commands:
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -112,6 +114,10 @@ def run(chat: Chat, read: Callable[[str], str] = input, out: TextIO = sys.stdout
         out.write(s)
         out.flush()
     write(f"chatting with {getattr(chat.model, 'source', None) or 'the model'}; {HELP}\n")
+    if read is input and threading.current_thread() is threading.main_thread():
+        # Ctrl-C stops a reply even when this process was started with SIGINT ignored (Python keeps
+        # an inherited SIG_IGN, e.g. under nohup, some launchers and test runners)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     while True:
         try:
             line = read(prompt)
