@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_serve import start_server  # noqa: E402 (after the path it lives on)
+
 WORDS = ("the river the city a small house near old green bright morning evening we they walk read write "
          "quickly slowly under over with without friends books letters windows garden music").split()
 
@@ -38,7 +40,7 @@ def serve_ttft(model_dir: Path, prefix_mb: int, dtype: str, prefix_len: int) -> 
     from bench_serve import free_port
 
     port = free_port()
-    proc = _start(model_dir, port, dtype, prefix_mb)
+    proc = start_server(model_dir, port, 4, dtype, prefix_cache_mb=prefix_mb)
     url = f"http://127.0.0.1:{port}/v1/completions"
     try:
         httpx.post(url, json={"prompt": [1, 2, 3], "max_tokens": 1}, timeout=600)  # warm-up
@@ -54,27 +56,6 @@ def serve_ttft(model_dir: Path, prefix_mb: int, dtype: str, prefix_len: int) -> 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def _start(model_dir: Path, port: int, dtype: str, prefix_mb: int):
-    import os
-    import subprocess
-
-    import httpx
-    code = ("from gptkit.serve import ServeConfig, serve; "
-            f"serve(ServeConfig(model={str(model_dir)!r}, port={port}, max_batch=4, dtype={dtype!r}, "
-            f"prefix_cache_mb={prefix_mb}, model_name='bench', log_level='warning'))")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not start")
 
 
 def translate(n: int, max_new: int) -> dict:

@@ -85,10 +85,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir: Path, port: int, max_batch: int, dtype: str | None) -> subprocess.Popen:
+def start_server(model_dir: Path, port: int, max_batch: int, dtype: str | None, **options) -> subprocess.Popen:
+    """`gptkit serve` in a child process (ServeConfig's `options` on top), once /health answers."""
+    extra = "".join(f", {k}={v!r}" for k, v in options.items())
     code = ("import sys; from gptkit.serve import ServeConfig, serve; "
             f"serve(ServeConfig(model={str(model_dir)!r}, port={port}, max_batch={max_batch}, max_queue=1024, "
-            f"dtype={dtype!r}, model_name='bench', log_level='warning'))")
+            f"dtype={dtype!r}, model_name='bench', log_level='warning'{extra}))")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     import httpx
