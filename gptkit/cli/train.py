@@ -24,21 +24,26 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
     if args.data is not None:
         values["data"] = args.data
     values["progress"] = not args.quiet
-    if values.get("resume") and "preset" not in values:  # the run's own preset, not the default's
-        preset = _run_preset(Path(values.get("out") or TrainConfig.out))
-        if preset is not None:
-            values["preset"] = preset
+    if values.get("resume"):  # the run's own preset and windows, not the defaults (its model: train's)
+        ran = _run_options(Path(values.get("out") or TrainConfig.out))
+        values.update({k: v for k, v in ran.items() if k not in values})
     return TrainConfig.from_dict(values, source=args.config or "flags")
 
 
-def _run_preset(out: Path) -> str | None:
-    """The --preset a run in `out` was trained with (its train_config.json), if it says."""
+# what --resume takes from the run when not given (of the type given): its model follows from these
+RUN_OPTIONS = {"preset": str, "block_size": int}
+
+
+def _run_options(out: Path) -> dict[str, Any]:
+    """The --preset and --block-size a run in `out` was trained with (its train_config.json), where it says."""
     import json
     try:
-        preset = json.loads((out / "train_config.json").read_text(encoding="utf-8")).get("preset")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    return preset if isinstance(preset, str) else None
+        ran = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(ran, dict):
+        return {}
+    return {k: ran[k] for k, tp in RUN_OPTIONS.items() if type(ran.get(k)) is tp}
 
 
 def _fresh_run_dir(default: Path) -> Path:

@@ -6,7 +6,7 @@ import math
 import types
 import typing
 from dataclasses import Field, dataclass, field, fields, make_dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import GptkitError, OptionError
 from ..model import MLPS, PRESETS, GPTConfig, model_options, preset_config
@@ -51,6 +51,8 @@ _ModelOptions = make_dataclass("_ModelOptions", [_model_option(f, typing.get_typ
 class TrainConfig(_ModelOptions):
     """Every training option. The model's are GPTConfig's fields under their own names (None: the
     preset's value, else GPTConfig's default); model_config(cfg, ...) makes the GPTConfig."""
+    _recipe_applied: ClassVar[bool] = False  # set per instance once the budget recipe is in
+    _from_recipe: ClassVar[frozenset[str]] = frozenset()  # the options the recipe filled, not the user
     mlp: str | None = _choice(None, tuple(MLPS), "shorthand for --activation-function and --gated-mlp: gelu "
                               "(GPT-2's), relu2 (ReLU squared) or swiglu (gated silu, 8/3 x n_embd wide)")
     block_size: int = _opt(256, "training sequence length in tokens, <= the model's n_positions")
@@ -143,6 +145,12 @@ class TrainConfig(_ModelOptions):
         given = {f.name: getattr(self, f.name) for f in model_options() if getattr(self, f.name) is not None}
         return {**MLPS.get(self.mlp or "", {}), **given}
 
+    def model_flags(self) -> set[str]:
+        """The model options the user set (flags, a config file, the API; --mlp as the fields it
+        sets), not those a budget recipe filled in: what a --resume compares with the run."""
+        given = {f.name for f in model_options() if getattr(self, f.name) is not None} - self._from_recipe
+        return given | set(MLPS.get(self.mlp or "", {}))
+
     def _check_model(self) -> None:
         """The model options, checked by GPTConfig itself (each error names its option); with
         --init-from, which takes the model from the directory it loads, only training ones."""
@@ -167,8 +175,9 @@ class TrainConfig(_ModelOptions):
             raise GptkitError(f"{source}: unknown training option(s) {', '.join(unknown)}")
         preset = d.get("preset", "")
         recipe = RECIPES.get(preset, {}) if isinstance(preset, str) else {}
-        cfg = cls(**{**recipe_under(recipe, d), **d})  # a recipe's values under the ones given
-        cfg._recipe_applied = True
+        filled = recipe_under(recipe, d)
+        cfg = cls(**{**filled, **d})  # a recipe's values under the ones given
+        cfg._recipe_applied, cfg._from_recipe = True, frozenset(filled)
         return cfg
 
     def apply_recipe(self) -> TrainConfig:
@@ -176,8 +185,10 @@ class TrainConfig(_ModelOptions):
         (TrainConfig.from_dict already put it under the given values)."""
         if self.preset in RECIPES and not getattr(self, "_recipe_applied", False):
             given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != _default(f.name)}
-            for k, v in recipe_under(RECIPES[self.preset], given).items():
+            filled = recipe_under(RECIPES[self.preset], given)
+            for k, v in filled.items():
                 setattr(self, k, v)
+            self._from_recipe = frozenset(filled)
         self._recipe_applied = True
         return self
 

@@ -38,7 +38,15 @@ from .config import TrainConfig, model_config
 from .guards import TrainingInterrupted, coverage, diverged, interrupts
 from .optim import make_optimizer, set_lr
 from .report import Log, banner
-from .resume import check_resume, check_run_dir, check_same_model, clean_run_temps, data_digest, run_config
+from .resume import (
+    adopt_run_model,
+    check_resume,
+    check_run_dir,
+    check_same_model,
+    clean_run_temps,
+    data_digest,
+    run_config,
+)
 from .schedule import Schedule, extend, fit_warmup, schedule_for, with_default_lr
 from .speed import measured_step_seconds
 
@@ -215,13 +223,16 @@ def _open_data(cfg: TrainConfig, files: RunFiles, rt: Runtime,
         tokenizer = hooks.tokenizer
     else:
         tokenizer = Tokenizer.load(data_dir)
-        if not cfg.init_from:  # check the shape before touching the data: cheap errors first
-            planned = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id)
-            check_block_size(cfg, planned.n_positions)
-            check_saveable(planned)  # a model no transformers layout holds: refused now, not at its first save
     state = load_train_state(files.last) if cfg.resume else None
-    if state is not None:
+    if hooks is None and not cfg.init_from:  # check the shape before touching the data: cheap errors first
+        if state is not None:  # the run's own model, whatever the preset's defaults make
+            adopt_run_model(files, cfg, model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id), run_config(state))
+        planned = model_config(cfg, tokenizer.vocab_size, tokenizer.eot_id)
+    if state is not None:  # a flag that contradicts the run is named before what it would make is checked
         check_resume(files, state, cfg, tokenizer, planned, data_dir, rt)
+    if planned is not None:
+        check_block_size(cfg, planned.n_positions)
+        check_saveable(planned)  # a model no transformers layout holds: refused now, not at its first save
     if hooks is not None:
         return data_dir, tokenizer, hooks.data("train"), hooks.data("val"), state
     train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")

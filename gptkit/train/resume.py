@@ -16,7 +16,7 @@ from .. import distributed as distr
 from ..distributed import Runtime
 from ..errors import GptkitError, OptionError
 from ..files import check_parent_dirs
-from ..model import MLPS, GPTConfig
+from ..model import GPTConfig, model_options
 from ..rundir import RunFiles
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
@@ -124,7 +124,8 @@ def check_same_model(files: RunFiles, new: GPTConfig, cfg: TrainConfig, old: dic
     if not differ:
         return
     trained = _flags(differ, theirs)
-    given = [name for name in differ if getattr(cfg, name) is not None or name in MLPS.get(cfg.mlp or "", {})]
+    flags = cfg.model_flags()
+    given = [name for name in differ if name in flags]
     if given:
         option = given[0] if getattr(cfg, given[0]) is not None else "mlp"
         raise OptionError(option, f"{_shown(getattr(cfg, option))} does not match the run in {files.root}, trained "
@@ -137,6 +138,24 @@ def check_same_model(files: RunFiles, new: GPTConfig, cfg: TrainConfig, old: dic
     raise GptkitError(f"the run in {files.root} was trained with {trained}, these options make "
                       f"{_flags(differ, ours)}: resume with the flags it was "
                       "trained with")
+
+
+def adopt_run_model(files: RunFiles, cfg: TrainConfig, planned: GPTConfig, old: dict[str, Any]) -> None:
+    """--resume takes the model from the run (its checkpoint's config.json), as nanoGPT and LitGPT do:
+    each model option the user did not give is set to the run's value (dropout too), so that only the
+    flags given are compared with it, and check_same_model refuses one that contradicts it, by name.
+    Under another --preset than the run's, nothing is taken: that preset's shape is compared."""
+    from ..hf import read_config
+    if old.get("preset", cfg.preset) != cfg.preset:
+        return
+    ckpt = read_config(files.last)
+    theirs, ours = ckpt.architecture(), planned.architecture()
+    flags, options = cfg.model_flags(), {f.name for f in model_options()}
+    for name in theirs:
+        if name in options and name not in flags and theirs[name] != ours[name]:
+            setattr(cfg, name, getattr(ckpt, name))
+    if cfg.dropout is None:
+        cfg.dropout = ckpt.dropout
 
 
 def _flags(names: list[str], values: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from gptkit.cli.train import train_config_from_args
 from gptkit.errors import GptkitError, OptionError
 from gptkit.model import GPT, GPTConfig, model_options
 from gptkit.rundir import RunFiles
-from gptkit.train import TrainConfig, model_config
+from gptkit.train import TrainConfig, model_config, train
 from gptkit.train.resume import check_same_model
 
 RUN = Path(__file__).resolve().parents[1] / "fixtures" / "run_v2" / "llama_gqa"  # 2 x 16, 2 heads, 1 kv head
@@ -109,3 +109,20 @@ def test_init_from_takes_the_model_and_only_dropout_changes_it(tmp_path):
     model.train()
     x = torch.randint(0, 20, (1, 8))
     assert not torch.equal(model(x), model(x))  # dropout is on in the layers, not only in the config
+
+
+def test_resume_takes_the_model_a_recipe_run_overrode_and_records_it(tmp_path):
+    """A budget recipe's run with a model flag of its own (--n-layer 1 under cpu-10min's 6) resumes
+    with no model flag: the recipe's values do not count as flags given; train_config.json then
+    records the run's model, so that the next --resume reads it too."""
+    data = RUN.parents[1] / "old_run" / "data"
+    base = dict(data=str(data), out=str(tmp_path / "run"), preset="cpu-10min", block_size=16, batch_size=2,
+                eval_iters=1, eval_interval=2, tensorboard=False, progress=False, device="cpu", dtype="float32")
+    train(TrainConfig.from_dict({**base, "max_iters": 2, "n_layer": 1, "n_embd": 32, "n_positions": 16}))
+    for step in (3, 4):
+        result = train(TrainConfig.from_dict({**base, "max_iters": step, "resume": True}))
+        assert result.step == step
+    ran = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert (ran["n_layer"], ran["n_embd"], ran["n_positions"], ran["n_head"]) == (1, 32, 16, 4)
+    with pytest.raises(OptionError, match="2 does not match the run .* trained with --n-layer 1"):
+        train(TrainConfig.from_dict({**base, "max_iters": 5, "resume": True, "n_layer": 2}))

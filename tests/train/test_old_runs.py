@@ -20,6 +20,7 @@ OLD = Path(__file__).resolve().parents[1] / "fixtures" / "old_run"
 @pytest.mark.parametrize("run, flags", [
     ("gpt2", {}),
     ("llama", dict(position_embedding="rope", norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False)),
+    ("llama", {}),  # no model option repeated: the run's own
 ])
 def test_an_old_run_directory_loads_and_resumes(tmp_path, run, flags):
     out = tmp_path / run
@@ -80,3 +81,32 @@ def test_a_v2_run_directory_resumes_exactly_through_the_cli(tmp_path, run, capsy
     val_loss = {str(r["step"]): r["val_loss"] for r in rows if r["kind"] == "eval"}
     assert train_loss == pytest.approx(expected["train_loss"], rel=1e-6, abs=0)
     assert val_loss == pytest.approx(expected["val_loss"], rel=1e-6, abs=0)
+
+
+@pytest.mark.parametrize("run", ["gpt2", "llama_gqa"])
+def test_a_v2_run_resumes_exactly_without_its_model_flags(tmp_path, capsys, run):
+    """--resume takes the model (and the windows) from the run: no model flag, no --block-size, no
+    --preset repeated; the continuation is the uninterrupted run's all the same."""
+    out, expected = _v2_run(tmp_path, run)
+    argv = ["train", "--resume", "--out", str(out), "--data", str(OLD / "data"), "--max-iters", "6", "-q",
+            "--device", "cpu", "--batch-size", "2", "--lr", "3e-3", "--warmup-iters", "2", "--eval-interval", "3",
+            "--eval-iters", "1", "--log-interval", "1", "--dtype", "float32", "--seed", "7", "--no-tensorboard",
+            "--samples", "0"]
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = read_metrics(out / "metrics.jsonl")
+    train_loss = {str(r["step"]): r["loss"] for r in rows if r["kind"] == "train"}
+    assert train_loss == pytest.approx(expected["train_loss"], rel=1e-6, abs=0)
+    assert load_model(out).config.architecture() == load_model(V2 / run).config.architecture()
+
+
+@pytest.mark.parametrize("flag, value, field", [("--n-layer", "3", "n-layer"), ("--n-kv-head", "2", "n-kv-head"),
+                                                ("--mlp", "gelu", "mlp"), ("--block-size", "8", "block-size")])
+def test_a_flag_that_contradicts_the_run_is_refused_by_name(tmp_path, capsys, flag, value, field):
+    out, _ = _v2_run(tmp_path, "llama_gqa")
+    before = sorted(p.name for p in out.rglob("*"))
+    argv = ["train", "--resume", "--out", str(out), "--data", str(OLD / "data"), "--max-iters", "6", "-q",
+            "--device", "cpu", "--no-tensorboard", "--samples", "0", flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"gptkit: error: --{field} {value} does not match the run"), err
+    assert sorted(p.name for p in out.rglob("*")) == before
