@@ -9,7 +9,8 @@ the quintic Newton-Schulz iteration with coefficients (3.4445, -4.7750, 2.0315) 
 update scaled to unit Frobenius norm (on its transpose when it is tall), decoupled weight decay
 (p *= 1 - lr * wd), and the step lr * sqrt(max(1, rows / cols)) ("original") or
 lr * 0.2 * sqrt(max(rows, cols)) ("match_rms_adamw", AdamW's update RMS). The param groups hold
-the same keys and the state the same "momentum_buffer", so state dicts load either way.
+the same keys and the state the same "momentum_buffer", so state dicts load either way. In fp32
+the matrices of one shape go through the iteration as one batch (see zeropower_batched).
 """
 from __future__ import annotations
 
@@ -38,6 +39,31 @@ def zeropower_via_newtonschulz(g: torch.Tensor, coefficients: tuple[float, float
         gram = x @ x.T
         x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.T if tall else x
+
+
+def zeropower_batched(x: torch.Tensor, coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+                      steps: int = NS_STEPS, eps: float = EPS) -> torch.Tensor:
+    """The same iteration on a stack (n, r, c) of wide matrices (r <= c) at once, in x's dtype.
+
+    Where c >= 2r it iterates on the r x r Gram matrix A = x x^T alone: each step's factor
+    M = aI + bA + cA^2 is a polynomial in A, so x_k = Q_k x_0 and A_{k+1} = M A M with everything
+    r x r, and only the last product Q x_0 is r x c (about half the work at the MLP's 1:3 shapes).
+    The same maths as the matrix-by-matrix loop, differing only by fp32 rounding (tested)."""
+    a, b, c = coefficients
+    x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=eps)
+    if x.size(2) < 2 * x.size(1):
+        for _ in range(steps):
+            gram = x @ x.mT
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        return x
+    gram = x @ x.mT  # (n, r, r)
+    eye = torch.eye(gram.size(-1), dtype=x.dtype, device=x.device)
+    q = None
+    for _ in range(steps):
+        m = torch.baddbmm(gram, gram, gram, beta=b, alpha=c).add_(eye, alpha=a)
+        q = m if q is None else m @ q
+        gram = m @ gram @ m
+    return q @ x
 
 
 def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
@@ -74,19 +100,39 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(g, memory_format=torch.preserve_format)
-                buf = state["momentum_buffer"]
-                buf.lerp_(g, 1 - mu)
-                update = g.lerp(buf, mu) if group["nesterov"] else buf
-                o = zeropower_via_newtonschulz(update, group["ns_coefficients"], group["ns_steps"], group["eps"],
-                                               self.ns_dtype)
-                p.mul_(1 - lr * wd)
-                p.add_(o, alpha=-adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
+            params = [p for p in group["params"] if p.grad is not None]
+            updates = [self._momentum_update(p, group) for p in params]
+            for p, o in zip(params, self._orthogonalise(updates, group)):
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(o, alpha=-adjusted_lr(group["lr"], group["adjust_lr_fn"], p.shape))
         return loss
+
+    def _momentum_update(self, p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+        g, mu = p.grad, group["momentum"]
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+        buf = state["momentum_buffer"]
+        buf.lerp_(g, 1 - mu)
+        return g.lerp(buf, mu) if group["nesterov"] else buf
+
+    def _orthogonalise(self, updates: list[torch.Tensor], group: dict[str, Any]) -> list[torch.Tensor]:
+        """Newton-Schulz of each update. In bf16 matrix by matrix, exactly torch.optim.Muon's path;
+        in fp32 the matrices of one shape as one stack (zeropower_batched): on 2 CPU cores the
+        batched products run ~2x faster than 6 separate ones at a 6 x 128 model's shapes."""
+        args = group["ns_coefficients"], group["ns_steps"], group["eps"]
+        if self.ns_dtype != torch.float32:
+            return [zeropower_via_newtonschulz(u, *args, dtype=self.ns_dtype) for u in updates]
+        out: list[torch.Tensor | None] = [None] * len(updates)
+        stacks: dict[tuple[int, int], list[int]] = {}
+        for i, u in enumerate(updates):
+            stacks.setdefault(tuple(sorted(u.shape)), []).append(i)
+        for index in stacks.values():
+            wide = torch.stack([_wide(updates[i]).float() for i in index])  # (n, r, c), r <= c
+            for i, o in zip(index, zeropower_batched(wide, *args)):
+                out[i] = o.mT if updates[i].size(0) > updates[i].size(1) else o
+        return out  # type: ignore[return-value]
+
+
+def _wide(u: torch.Tensor) -> torch.Tensor:
+    return u.T if u.size(0) > u.size(1) else u

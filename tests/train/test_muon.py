@@ -15,7 +15,8 @@ from gptkit.train import muon as muon_module
 from gptkit.train.muon import Muon
 from gptkit.train.optim import make_optimizer
 
-SHAPES = [(48, 16), (16, 40), (24, 24)]  # tall (transposed inside), wide, square
+SHAPES = [(48, 16), (16, 48), (16, 40), (24, 24), (24, 24), (16, 24)]  # tall (transposed inside), wide, square;
+# fp32 stacks the matrices of one shape ((48,16) with (16,48)), on 1:3 and 1:2.5 shapes through the Gram form
 
 
 def params_and_grads(seed: int = 0, steps: int = 3) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
@@ -91,6 +92,16 @@ def test_newton_schulz_runs_in_its_dtype_and_orthogonalises():
         assert 0.5 < s.min() and s.max() < 1.5  # U S' V^T with S' ~ 1, as the quintic gives
 
 
+def test_batched_newton_schulz_equals_matrix_by_matrix_in_fp32():
+    g = torch.Generator().manual_seed(4)
+    for shape in [(8, 24), (8, 8), (16, 20), (4, 64)]:  # Gram form at 1:3 and 1:16, plain at 1:1 and 1:1.25
+        stack = torch.randn(5, *shape, generator=g)
+        one_by_one = torch.stack([muon_module.zeropower_via_newtonschulz(m, dtype=torch.float32) for m in stack])
+        batched = muon_module.zeropower_batched(stack)
+        torch.testing.assert_close(batched, one_by_one, rtol=0, atol=2e-5)
+        assert (batched - stack).abs().max() > 0.1  # it did something
+
+
 def test_state_dicts_load_either_way():
     params, grads = params_and_grads(seed=3, steps=4)
     kw = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn="original")
@@ -132,13 +143,15 @@ def host_bf16(monkeypatch):
 def ns_dtypes(monkeypatch):
     """The dtypes Muon's Newton-Schulz iterations ran in during a run."""
     seen = []
-    real = muon_module.zeropower_via_newtonschulz
 
-    def spy(g, *a, **k):
-        out = real(g, *a, **k)
-        seen.append(out.dtype)
-        return out
-    monkeypatch.setattr(muon_module, "zeropower_via_newtonschulz", spy)
+    def spying_on(real):
+        def spy(g, *a, **k):
+            out = real(g, *a, **k)
+            seen.append(out.dtype)
+            return out
+        return spy
+    for name in ("zeropower_via_newtonschulz", "zeropower_batched"):  # bf16 matrix by matrix, fp32 batched
+        monkeypatch.setattr(muon_module, name, spying_on(getattr(muon_module, name)))
     return seen
 
 
