@@ -272,6 +272,8 @@ def main() -> None:
                           f"{r['tpot_p50_ms']:>8.1f} {r['tpot_p99_ms']:>8.1f}" + (f"  {r['why']}" if r["why"] else ""),
                           flush=True)
                 top = rows[-1]
+                print(f"serve at {rows[0]['clients']} client(s) vs the plain loop: "
+                      f"{rows[0]['tokens_per_s'] / plain['tokens_per_s']:.2f}x (goal >= 0.9x at 1 client)", flush=True)
                 print(f"serve at {top['clients']} clients vs the plain loop: "
                       f"{top['tokens_per_s'] / plain['tokens_per_s']:.2f}x; "
                       f"vs serve at {rows[0]['clients']} client(s): {top['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x",

@@ -147,4 +147,36 @@ def serve(cfg: ServeConfig, model: Any = None) -> None:
     # SIGTERM / Ctrl-C: open streams run on for the app's drain (3 s), then end with an error event
     # and [DONE]; uvicorn waits for them (up to 5 s) before it stops
     server = uvicorn.Server(uvicorn.Config(app, log_level=cfg.log_level, timeout_graceful_shutdown=5))
-    server.run(sockets=[sock])
+    run_on_main_thread(app.state.engine, server, sock)
+
+
+def run_on_main_thread(engine: Any, server: Any, sock: Any) -> None:
+    """The engine's loop on this (the main) thread, uvicorn's event loop on another: a decode step
+    on a thread that is not the main one measured ~2x slower on a 2-core CPU (OpenMP / oneDNN
+    underneath), which was most of one client's overhead through the server. Ctrl-C and SIGTERM
+    reach uvicorn as when it owns the main thread (its graceful shutdown and the SSE drain), and
+    the engine stops when uvicorn ends, however it ends."""
+    import signal
+    import threading
+
+    def web() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            engine.stop()
+
+    if threading.current_thread() is not threading.main_thread():  # signals need the main thread
+        server.run(sockets=[sock])
+        return
+    engine.external = True
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=web, name="gptkit-http", daemon=True)
+    try:
+        thread.start()
+        engine.run()
+        thread.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for sig in reversed(getattr(server, "_captured_signals", [])):  # as uvicorn does: exit as signalled
+        signal.raise_signal(sig)

@@ -66,11 +66,15 @@ class Engine:
         self.cv = threading.Condition()
         self.stopping = False
         self.thread: threading.Thread | None = None
+        self.external = False  # run() is called by the owner (serve's main thread): start() spawns nothing
+        self.looping = False
 
     # ------------------------------------------------------------------ public
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._run, name="gptkit-engine", daemon=True)
-        self.thread.start()
+        """Run the loop on a thread of its own, unless the owner runs it (external)."""
+        if not self.external:
+            self.thread = threading.Thread(target=self.run, name="gptkit-engine", daemon=True)
+            self.thread.start()
 
     def stop(self) -> None:
         with self.cv:
@@ -96,7 +100,7 @@ class Engine:
         return self.core.tokens_generated
 
     def alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+        return self.looping
 
     def submit(self, prompts: list[list[int]], params: SamplingParams, n: int,
                emit: Callable[[Event], None]) -> Request:
@@ -111,8 +115,26 @@ class Engine:
         return req
 
     # ------------------------------------------------------------------ the loop
-    def _run(self) -> None:
-        torch.set_grad_enabled(False)  # thread-local: this thread only ever infers
+    def run(self) -> None:
+        """The scheduler's loop, until stop(). On whichever thread calls it: `gptkit serve` calls it
+        on the main thread (a decode step measured ~2x slower on a thread that is not the main one
+        on a 2-core CPU, oneDNN and OpenMP underneath), tests and other hosts through start()."""
+        self.looping = True
+        try:
+            self._loop()
+        finally:
+            self.looping = False
+
+    def _loop(self) -> None:
+        grad = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)  # thread-local: this thread infers while the loop runs
+        try:
+            self._steps()
+        finally:
+            torch.set_grad_enabled(grad)
+        self._fail_all("the server is shutting down", include_queue=True)
+
+    def _steps(self) -> None:
         with torch.inference_mode():
             while True:
                 with self.cv:
@@ -129,7 +151,6 @@ class Engine:
                 except Exception as e:  # a bug or out-of-memory: fail who is in flight, keep serving
                     log.exception("engine step failed")
                     self._fail_all(f"internal error while generating: {type(e).__name__}: {e}")
-        self._fail_all("the server is shutting down", include_queue=True)
 
     def _step(self) -> None:
         self.core.step()
