@@ -158,7 +158,7 @@ class JsonTokenizer:
         self._added = {i: t.content for i, t in added.items()}
         self.vocab_size = max(self._special.get_vocab_size(with_added_tokens=True), 1 + max(added, default=-1))
         self.chat_template = files.get("chat_template.jinja") or config_chat_template(config, config_where)
-        self.prompt_prefix = self._prefix()
+        self.prompt_prefix, self.prompt_suffix = self._affixes()
         self._table: list[bytes] | None = None
 
     @classmethod
@@ -178,15 +178,20 @@ class JsonTokenizer:
     def __reduce__(self):
         return (JsonTokenizer, (self.files, self.where, self.model_type))
 
-    def _prefix(self) -> tuple[int, ...]:
-        """The ids transformers' tokenizer(text) puts before the text's own (Llama's BOS; none for Qwen)."""
+    def _affixes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The ids transformers' tokenizer(text) puts before the text's own (Llama's BOS; none for Qwen)
+        and after them (an EOS where add_eos_token says so)."""
         probe = "a"
         plain = self._special.encode(probe, add_special_tokens=False).ids
         full = self._special.encode(probe, add_special_tokens=True).ids
         for start in range(len(full) - len(plain) + 1):
             if full[start:start + len(plain)] == plain:
-                return tuple(full[:start])
-        return ()
+                return tuple(full[:start]), tuple(full[start + len(plain):])
+        return (), ()
+
+    def pipeline(self) -> dict[str, Any]:
+        """The tokenizer.json that runs (transformers' changes on load applied), as a JSON object."""
+        return json.loads(self._special.to_str())
 
     @property
     def fingerprint(self) -> str:

@@ -26,7 +26,7 @@ quants module (a row whose length is not a multiple of 32 stays f16).
 What GGUF (or llama.cpp's graph for that architecture) cannot compute exactly is refused by name
 before anything is written: an activation llama.cpp hard-codes otherwise (GPT-2: tanh GELU; Llama:
 SiLU), other RoPE scalings (YaRN: llama.cpp's attention factor is not transformers'), sliding
-windows, a tokenizer that is not one of gptkit's byte-level BPEs.
+windows, a tokenizer llama.cpp would tokenize otherwise (vocab_json.py).
 """
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ import torch
 
 from ..errors import GptkitError, OptionError
 from ..files import atomic_path
+from ..tokenizer_json import JsonTokenizer
 from .vocab import Vocab, gguf_vocab
+from .vocab_json import json_vocab
 
 # --quantize -> (the type of matrices, llama.cpp's general.file_type)
 QUANTIZE = ("f32", "f16", "q8_0")
@@ -121,7 +123,8 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, quantize: str 
         raise GptkitError(gpt.tokenizer_error or f"{directory}: no tokenizer files (vocab.json + merges.txt, or "
                           "tokenizer.json) beside the model; a GGUF file must hold its tokenizer")
     hf_config, state = hf_state(gpt)
-    plan = plan_gguf(hf_config, state, gpt.tokenizer, quantize, chat_template=_chat_template(directory))
+    template = getattr(gpt.tokenizer, "chat_template", None) or _chat_template(directory)  # chat_template.jinja too
+    plan = plan_gguf(hf_config, state, gpt.tokenizer, quantize, chat_template=template)
     plan.metadata.insert(0, ("add_name", Path(model).name or directory.name))
     del state, gpt
     write_gguf(plan, out)
@@ -196,7 +199,7 @@ def plan_gguf(hf_config: dict[str, Any], state: dict[str, torch.Tensor], tokeniz
     gguf = _gguf()
     arch = arch_for(hf_config)
     n_vocab = hf_config["vocab_size"]
-    vocab = gguf_vocab(tokenizer, n_vocab)
+    vocab = json_vocab(tokenizer, n_vocab) if isinstance(tokenizer, JsonTokenizer) else gguf_vocab(tokenizer, n_vocab)
     plan = Plan(arch, quantize, _metadata(arch, hf_config, quantize), vocab)
     if chat_template:
         plan.metadata.append(("add_chat_template", chat_template))

@@ -29,35 +29,50 @@ PLACEHOLDER_MERGE = f"{EOT} {EOT}"
 
 @dataclass
 class Vocab:
-    kind: str  # gptkit's tokenizer kind: gpt2, bpe, bytes
+    """A tokenizer as llama.cpp reads it: model "gpt2" (byte-level BPE: merges, pre-tokenizer) or "llama"
+    (SentencePiece-style: scores, the space prefix), token types (gguf.TokenType values), special ids."""
+    kind: str  # gptkit's tokenizer kind: gpt2, bpe, bytes, tokenizer.json
     tokens: list[str]
-    types: list[int]  # gguf.TokenType values
+    types: list[int]
     merges: list[str]
-    eot_id: int
+    special_ids: dict[str, int]  # bos, eos (unk, pad): tokenizer.ggml.<kind>_token_id
+    model: str = "gpt2"
+    pre: str | None = PRE_TOKENIZER
+    scores: list[float] | None = None
+    add_bos: bool = False
+    add_eos: bool = False
+    add_space_prefix: bool | None = None
 
     @property
     def size(self) -> int:
         return len(self.tokens)
 
     def add_to(self, writer: Any) -> None:
-        writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre(PRE_TOKENIZER)
+        writer.add_tokenizer_model(self.model)
+        if self.pre is not None:
+            writer.add_tokenizer_pre(self.pre)
         writer.add_token_list(self.tokens)
+        if self.scores is not None:
+            writer.add_token_scores(self.scores)
         writer.add_token_types(self.types)
-        writer.add_token_merges(self.merges)
-        writer.add_bos_token_id(self.eot_id)
-        writer.add_eos_token_id(self.eot_id)
-        writer.add_add_bos_token(False)
-        writer.add_add_eos_token(False)
+        if self.merges:
+            writer.add_token_merges(self.merges)
+        for kind, i in self.special_ids.items():
+            getattr(writer, f"add_{kind}_token_id")(i)
+        writer.add_add_bos_token(self.add_bos)
+        writer.add_add_eos_token(self.add_eos)
+        if self.add_space_prefix is not None:
+            writer.add_add_space_prefix(self.add_space_prefix)
 
 
 def gguf_vocab(tokenizer: Any, n_vocab: int) -> Vocab:
-    """The GGUF vocabulary of a gptkit Tokenizer for a model of `n_vocab` embedding rows."""
+    """The GGUF vocabulary of a gptkit Tokenizer for a model of `n_vocab` embedding rows (a family's
+    tokenizer.json: vocab_json.py)."""
     from gguf import TokenType
     ranks, merges = getattr(tokenizer, "ranks", None), getattr(tokenizer, "merges", None)
     if not isinstance(ranks, dict) or merges is None or getattr(tokenizer, "eot_token", None) != EOT:
         raise GptkitError(f"tokenizer {tokenizer!r} cannot be written to GGUF (gptkit writes its byte-level BPE "
-                          "tokenizers: gpt2, bpe, bytes)")
+                          "tokenizers, gpt2, bpe and bytes, and the families' tokenizer.json)")
     if tokenizer.vocab_size > n_vocab:
         raise GptkitError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's vocab_size "
                           f"{n_vocab}")
@@ -71,4 +86,4 @@ def gguf_vocab(tokenizer: Any, n_vocab: int) -> Vocab:
         tokens.append(f"[PAD{i}]")
         types.append(TokenType.UNUSED)
     lines = [f"{_to_str(a)} {_to_str(b)}" for a, b in merges] or [PLACEHOLDER_MERGE]
-    return Vocab(tokenizer.kind, tokens, [int(t) for t in types], lines, tokenizer.eot_id)
+    return Vocab(tokenizer.kind, tokens, [int(t) for t in types], lines, {"bos": tokenizer.eot_id, "eos": tokenizer.eot_id})
