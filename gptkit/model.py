@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from .engine.cache import KVCache
 from .errors import GptkitError, OptionError
-from .kernels import Linear
+from .kernels import Linear, attention
 from .rope import check_rope_scaling, cos_sin, inv_freq
 
 if TYPE_CHECKING:
@@ -251,9 +251,8 @@ class CausalSelfAttention(nn.Module):
         dropout_p = self.attn_dropout if self.training else 0.0
         # Plain causal attention (training, a prompt with no padding) takes SDPA's fused causal path;
         # each group of n_head / n_kv_head query heads reads one key/value head (enable_gqa).
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                           is_causal=mask is None and k.size(2) == T,
-                                           enable_gqa=self.n_kv_head != self.n_head)
+        y = attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None and k.size(2) == T,
+                      enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).reshape(B, T, self.q_size)  # heads side by side
         return self.resid_dropout(self.c_proj(y))
 

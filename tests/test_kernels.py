@@ -44,3 +44,26 @@ def test_fused_loss_and_grads_match_plain_cross_entropy(amp):
     assert torch.allclose(h.grad, h2.grad, atol=tol, rtol=tol)
     assert torch.allclose(w.grad, w2.grad, atol=tol, rtol=tol)
     assert h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("n_kv_head", [4, 2])
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_query_bf16_attention_matches_sdpa(n_kv_head, masked):
+    """A decoding step's bf16 attention over a long cache (two matmuls, not SDPA) agrees with fp32
+    SDPA to bf16 rounding, grouped-query heads and padded keys included; shorter caches are SDPA's."""
+    from gptkit.kernels import ONE_QUERY_MIN_KEYS, attention
+    torch.manual_seed(2)
+    L = ONE_QUERY_MIN_KEYS + 37
+    q = torch.randn(3, 4, 1, 16)
+    k, v = torch.randn(3, n_kv_head, L, 16), torch.randn(3, n_kv_head, L, 16)
+    mask = (torch.arange(L) < torch.tensor([L, L - 100, 5])[:, None])[:, None, None] if masked else None
+    gqa = n_kv_head != 4
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    with torch.no_grad():
+        got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), attn_mask=mask, enable_gqa=gqa)
+        short = attention(q.bfloat16(), k[:, :, :64].bfloat16(), v[:, :, :64].bfloat16(), enable_gqa=gqa)
+    assert got.dtype == torch.bfloat16 and got.shape == ref.shape
+    assert (got.float() - ref).abs().max() < 2e-2 * ref.abs().max()
+    sdpa = F.scaled_dot_product_attention(q.bfloat16(), k[:, :, :64].bfloat16(), v[:, :, :64].bfloat16(),
+                                          enable_gqa=gqa)
+    assert torch.equal(short, sdpa)

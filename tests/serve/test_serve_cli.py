@@ -78,11 +78,13 @@ def test_non_loopback_without_key_warns():
 
 
 SLOW_SERVE = """
-import sys, time
+import sys, threading, time
 from gptkit.serve import ServeConfig, serve
 from gptkit.serve.engine import Engine
 step = Engine._step
 def slow(self):  # 0.1 s a decode step: a 90-token answer takes 9 s, longer than the drain
+    if threading.current_thread() is not threading.main_thread():  # a step off it ran ~2x slower
+        print("decode step off the main thread", file=sys.stderr, flush=True)
     time.sleep(0.1)
     step(self)
 Engine._step = slow
@@ -135,3 +137,4 @@ def test_sigterm_ends_open_streams_so_the_openai_client_sees_it(tiny_dir):
             proc.kill()
         err = proc.stderr.read()
     assert "Traceback" not in err, err
+    assert "decode step off the main thread" not in err
