@@ -354,6 +354,7 @@ def _encode_corpus(files, first_index, tmp, tok, field, val_fraction, seed, shar
     deduper = Deduper(clean.threshold) if clean.dedup and part is None else None
     table = _DocTable(tmp / "documents.bin") if part is not None else None
     eot = np.array([tok.eot_id], dtype=dtype)
+    bos = np.array(tok.prompt_prefix, dtype=dtype)  # what transformers' tokenizer(text) puts first (Llama's BOS)
     last_train_start = 0
     doc: DocState | None = None
     pieces = _canaries.interleave(_indexed_pieces(files, first_index, field, stats), canaries, total_disk, canary_seed)
@@ -366,6 +367,7 @@ def _encode_corpus(files, first_index, tmp, tok, field, val_fraction, seed, shar
                 w = writers[split]
                 if first:
                     doc = DocState(split, w.total)
+                    w.write(bos)
                 doc.add(info, nbytes)
                 w.write(ids)
                 bar.update(disk)  # input bytes (decompressed), as the bar's total counts them
@@ -478,9 +480,16 @@ class _DocTable:
         self.file.close()
 
 
+def _text_bytes(tok: Tokenizer) -> np.ndarray:
+    """Each id's length in text bytes: special tokens (the separator, a BOS) stand for none."""
+    lengths = np.array([len(b) for b in tok.token_bytes(range(tok.vocab_size))], dtype=np.int64)
+    lengths[[*tok.special_ids.values(), *tok.prompt_prefix]] = 0
+    return lengths
+
+
 def _move_tail(src: _ShardWriter, dst: _ShardWriter, start: int, tok: Tokenizer) -> int:
     """Move src's tokens from `start` on to dst; return the text bytes they stand for."""
-    lengths = np.array([len(t) for t in sorted(tok.ranks, key=tok.ranks.__getitem__)] + [0], dtype=np.int64)
+    lengths = _text_bytes(tok)
     nbytes = 0
     for ids in src.pop_tail(start):
         dst.write(ids)
