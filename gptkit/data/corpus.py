@@ -253,6 +253,33 @@ def _text_pieces(path: Path, walked: bool, stats: ReadStats) -> Iterator[tuple[s
         yield buf, str(path), True, f.tell() - pos
 
 
+def whole_documents(pieces: Iterable[tuple[str, str, bool, int]]) -> Iterator[tuple[str, str, bool, int]]:
+    """Each document's pieces joined into one. Long documents are read in pieces cut where GPT-2's
+    regex splits; a SentencePiece-style tokenizer's tokens may cross any such cut, and it would put
+    its "▁" prefix before every piece."""
+    parts: list[str] = []
+    disk = 0
+    for text, source, last, d in pieces:
+        parts.append(text)
+        disk += d
+        if last:
+            yield "".join(parts), source, True, disk
+            parts, disk = [], 0
+
+
+def indexed_pieces(files: list[Source], first_index: int, field: str, stats: ReadStats,
+                   whole: bool = False) -> Iterator[tuple]:
+    """Pieces tagged with their source's index in the whole input list and the document's in it
+    (with `whole`, each document as one piece: see whole_documents)."""
+    for i, src in enumerate(files, first_index):
+        doc, first = -1, True
+        pieces = _iter_pieces([src], field, stats)
+        for text, _, last, disk in whole_documents(pieces) if whole else pieces:
+            doc += first
+            yield text, i, doc, first, last, disk
+            first = last
+
+
 def _last_safe_cut(text: str, searched: int) -> int:
     """Index of the last safe cut in `text`, or -1; text[:searched] is known to have none."""
     cut = -1

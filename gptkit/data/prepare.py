@@ -30,7 +30,9 @@ from tqdm import tqdm
 
 from ..errors import GptkitError, OptionError
 from ..tokenizer import MIN_BPE_VOCAB, Tokenizer, load_tokenizer, train_bpe
+from ..tokenizer_json import JsonTokenizer
 from . import canaries as _canaries
+from . import corpus as _corpus
 from . import datacard
 from .clean import CleanConfig, CleanStats, DocState, clean_piece, docs_dtype
 from .corpus import ReadStats, Source, _as_list, _check_policy, _iter_pieces, _list_files, check_input_size, text_bytes
@@ -162,16 +164,6 @@ def _encoder_map(tokenizer: Tokenizer, dtype: np.dtype, num_workers: int, clean:
     finally:
         pool.terminate()
         pool.join()
-
-
-def _indexed_pieces(files: list[Source], first_index: int, field: str, stats: ReadStats) -> Iterator[tuple]:
-    """Pieces tagged with their source's index in the whole input list and the document's in it."""
-    for i, src in enumerate(files, first_index):
-        doc, first = -1, True
-        for text, _, last, disk in _iter_pieces([src], field, stats):
-            doc += first
-            yield text, i, doc, first, last, disk
-            first = last
 
 
 def _batches(pieces: Iterator[tuple], seed: int, val_fraction: float) -> Iterator[list[tuple]]:
@@ -357,7 +349,9 @@ def _encode_corpus(files, first_index, tmp, tok, field, val_fraction, seed, shar
     bos = np.array(tok.prompt_prefix, dtype=dtype)  # what transformers' tokenizer(text) puts first (Llama's BOS)
     last_train_start = 0
     doc: DocState | None = None
-    pieces = _canaries.interleave(_indexed_pieces(files, first_index, field, stats), canaries, total_disk, canary_seed)
+    whole = isinstance(tok, JsonTokenizer) and not tok.byte_level  # no pre-tokenizer splits its text: no cut is safe
+    pieces = _canaries.interleave(_corpus.indexed_pieces(files, first_index, field, stats, whole), canaries, total_disk,
+                                  canary_seed)
     batches = _batches(pieces, seed, val_fraction)
     bar = tqdm(total=total_disk, unit="B", unit_scale=True, desc="tokenize", disable=not progress, file=sys.stderr,
                leave=False)

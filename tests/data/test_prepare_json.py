@@ -81,3 +81,19 @@ def test_ids_past_65535_are_written_as_uint32(tmp_path, capsys):
     ids = _tokens(out, "train")
     assert meta["dtype"] == "uint32" and meta["vocab_size"] == 70_001 and 70_000 in ids
     assert ids == [i for d in docs for i in [*hf(d).input_ids, hf.convert_tokens_to_ids(hf.eos_token)]]
+
+
+@pytest.mark.parametrize("kind", ["llama2", "qwen2"])
+def test_a_long_document_read_in_pieces_is_tokenized_whole(tmp_path, monkeypatch, kind):
+    """A text file longer than corpus.PIECE_CHARS is read in pieces cut where GPT-2's regex splits; a
+    SentencePiece-style tokenizer's tokens cross such cuts (and it prefixes "▁"), so its documents are
+    encoded whole; a byte-level one's pieces give the whole text's ids as they are."""
+    import gptkit.data.corpus as corpus
+    monkeypatch.setattr(corpus, "PIECE_CHARS", 64)
+    tok_dir = build(kind, tmp_path / "tok")
+    text = "This is a test of words and more words.\nIt goes on; we've paid 42 dollars " * 4
+    (tmp_path / "doc.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "data"
+    prepare([tmp_path / "doc.txt"], out, tokenizer=tok_dir, val_fraction=0, clean=KEEP, progress=False)
+    hf = transformers.AutoTokenizer.from_pretrained(tok_dir)
+    assert _tokens(out, "train") == [*hf(text).input_ids, load_tokenizer(tok_dir).eot_id]
