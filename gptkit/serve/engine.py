@@ -73,6 +73,7 @@ class Engine:
     def start(self) -> None:
         """Run the loop on a thread of its own, unless the owner runs it (external)."""
         if not self.external:
+            self.looping = True  # alive from here: a /health right after start-up must not see a 503
             self.thread = threading.Thread(target=self.run, name="gptkit-engine", daemon=True)
             self.thread.start()
 
